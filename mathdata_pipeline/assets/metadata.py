@@ -1,0 +1,28 @@
+"""Materialization metadata every table reports: row count, schema, preview, column statistics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+import pyarrow as pa
+
+from mathdata_pipeline.methods.table_stats import markdown_column_stats, markdown_preview
+
+
+def table_metadata(table: pa.Table, path: Any) -> dict[str, Any]:
+    """Dagster metadata for a written table: `dagster/row_count`, `dagster/column_schema`, the
+    path, a markdown preview of a few rows and per-column statistics."""
+    schema = dg.TableSchema(columns=[dg.TableColumn(f.name, str(f.type)) for f in table.schema])
+    return {
+        "dagster/row_count": dg.MetadataValue.int(table.num_rows),
+        "dagster/column_schema": schema,
+        "path": dg.MetadataValue.path(str(path)),
+        "preview": dg.MetadataValue.md(markdown_preview(table)),
+        "column_stats": dg.MetadataValue.md(markdown_column_stats(table)),
+    }
+
+
+def counts_metadata(counts: dict[str, int]) -> dict[str, Any]:
+    """Integer counters (rows read, dropped by reason, …) as Dagster int metadata."""
+    return {key: dg.MetadataValue.int(int(value)) for key, value in counts.items()}

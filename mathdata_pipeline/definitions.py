@@ -1,0 +1,16 @@
+"""The Dagster code location: `defs` is what `dagster dev` and the CLI load."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from mathdata_pipeline.assets import contamination, seeds
+from mathdata_pipeline.resources.data_sources import DataSources
+from mathdata_pipeline.resources.table_store import TableStore
+
+RESOURCES = {"store": TableStore(), "sources": DataSources()}
+
+defs = dg.Definitions(
+    assets=dg.load_assets_from_modules([seeds, contamination]),
+    resources=RESOURCES,
+)

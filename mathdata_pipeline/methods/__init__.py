@@ -1,0 +1,1 @@
+"""Algorithms with no Dagster import: reading, grading, decontamination, selection."""

@@ -1,0 +1,1 @@
+"""Dagster resources: the table store, data sources, and (later) engines and selectors."""

@@ -1,0 +1,22 @@
+"""Shared fixtures: the real offline data folder, temporary storage and Dagster instances."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from mathdata_pipeline.methods.sources import data_dir
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The shared offline datasets (MATHDATA_DATA_DIR or ../shared/data). CI always has them,
+    so their absence is a failure, not a skip."""
+    root = data_dir()
+    assert root is not None and (root / "gsm8k").is_dir(), "MATHDATA_DATA_DIR / ../shared/data is missing"
+    return root
