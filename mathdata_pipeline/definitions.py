@@ -8,9 +8,7 @@ from mathdata_pipeline.assets import contamination, seeds
 from mathdata_pipeline.resources.data_sources import DataSources
 from mathdata_pipeline.resources.table_store import TableStore
 
+ASSETS = dg.load_assets_from_modules([seeds, contamination])
 RESOURCES = {"store": TableStore(), "sources": DataSources()}
 
-defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([seeds, contamination]),
-    resources=RESOURCES,
-)
+defs = dg.Definitions(assets=ASSETS, resources=RESOURCES)

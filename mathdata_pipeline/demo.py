@@ -17,7 +17,7 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
-from mathdata_pipeline.definitions import RESOURCES, defs
+from mathdata_pipeline.definitions import ASSETS, RESOURCES, defs
 from mathdata_pipeline.methods.sources import config_dir
 
 
@@ -41,14 +41,13 @@ def main() -> int:
     """Materialize the plan one run per asset partition; stop at the first failure."""
     instance = dg.DagsterInstance.get()
     run_config = demo_run_config(config_dir() / "demo.yaml").get("ops", {})
-    assets = [defs.resolve_assets_def(key) for key in defs.resolve_all_asset_keys()]
     started = time.monotonic()
     for key, partition in materialization_plan(defs):
         label = key.to_user_string() + (f"[{partition}]" if partition else "")
         op_config = {key.path[-1]: run_config[key.path[-1]]} if key.path[-1] in run_config else {}
         t0 = time.monotonic()
-        result = dg.materialize(assets, selection=[key], partition_key=partition, instance=instance,
-                                resources=RESOURCES, run_config={"ops": op_config}, raise_on_error=False)
+        result = dg.materialize(ASSETS, selection=[key], partition_key=partition, instance=instance,
+                                resources=RESOURCES, run_config={"ops": op_config, "loggers": {"console": {"config": {"log_level": "INFO"}}}}, raise_on_error=False)
         status = "ok" if result.success else "FAILED"
         print(f"[demo] {label:<40} {status} in {time.monotonic() - t0:5.1f}s  run {result.run_id}", flush=True)
         if not result.success:

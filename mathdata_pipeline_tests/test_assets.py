@@ -8,11 +8,9 @@ from types import SimpleNamespace
 import dagster as dg
 import pytest
 
-from mathdata_pipeline.definitions import defs
+from mathdata_pipeline.definitions import ASSETS
 from mathdata_pipeline.resources.data_sources import DataSources
 from mathdata_pipeline.resources.table_store import TableStore
-
-ASSETS = [defs.resolve_assets_def(key) for key in defs.resolve_all_asset_keys()]
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +84,7 @@ seed_sources:
                             resources=resources, raise_on_error=False)
     assert not result.success
     (failure,) = result.get_step_failure_events()
-    message = failure.step_failure_data.error.message
+    message = failure.step_failure_data.error.to_string()  # the cause chain, as the UI shows it
     assert str(bad) in message and "line 2" in message and "field 'question'" in message
     assert pipeline.store.read("seed_problems", "gsm8k").num_rows == 7473
     latest = pipeline.instance.get_latest_materialization_event(dg.AssetKey("seed_problems"))

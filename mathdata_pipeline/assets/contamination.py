@@ -1,7 +1,5 @@
 """Decontamination: the `contamination_index` asset and the reusable in-asset check."""
 
-from __future__ import annotations
-
 import dagster as dg
 import pyarrow as pa
 

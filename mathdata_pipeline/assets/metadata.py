@@ -26,3 +26,11 @@ def table_metadata(table: pa.Table, path: Any) -> dict[str, Any]:
 def counts_metadata(counts: dict[str, int]) -> dict[str, Any]:
     """Integer counters (rows read, dropped by reason, …) as Dagster int metadata."""
     return {key: dg.MetadataValue.int(int(value)) for key, value in counts.items()}
+
+
+def generation_metadata(stats) -> dict[str, Any]:
+    """The LLM metadata keys of CONVENTIONS.md (requests, cache_hits, errors, prompt_tokens,
+    completion_tokens, tokens_per_second, wall_seconds) from a `GenerationStats`."""
+    values = stats.as_metadata()
+    return {key: (dg.MetadataValue.float(float(v)) if isinstance(v, float) else dg.MetadataValue.int(int(v)))
+            for key, v in values.items()}

@@ -1,7 +1,5 @@
 """Seed pools: `seed_problems` per source, `eval_benchmarks`, `general_pool`."""
 
-from __future__ import annotations
-
 import dagster as dg
 import pyarrow as pa
 

@@ -116,6 +116,15 @@ def _reference_answer(record: Record, label: str, spec: ProblemSourceSpec) -> st
     return reference_answer_from_solution(text, rule.style) if text else None
 
 
+def _solution(record: Record, label: str, name: str) -> str | None:
+    value = _field(record, label, name, (str, list), required=False)
+    if isinstance(value, list):  # OlympiadBench stores one or more solutions as a list
+        if not all(isinstance(v, str) for v in value):
+            raise InputError(label, "expected a list of strings", where=record.where, field=name)
+        return "\n\n".join(value) or None
+    return value
+
+
 def _level(record: Record, label: str, name: str | None) -> int | None:
     if not name:
         return None
@@ -158,7 +167,7 @@ def build_problems(records: Iterable[Record], spec: ProblemSourceSpec, *, source
                 raise InputError(label, f"duplicate id {sid!r} (first at {seen_ids[sid]})", where=record.where, field=str(spec.id))
             seen_ids[sid] = record.where
         answer = _reference_answer(record, label, spec)
-        solution = _field(record, label, spec.solution, (str,), required=False) if spec.solution else None
+        solution = _solution(record, label, spec.solution) if spec.solution else None
         subject = _field(record, label, spec.subject, (str,), required=False) if spec.subject else None
         license_ = _field(record, label, spec.license_field, (str,), required=False) if spec.license_field else spec.license
         level = _level(record, label, spec.level)
