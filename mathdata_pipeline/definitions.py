@@ -6,9 +6,10 @@ import dagster as dg
 
 from mathdata_pipeline.assets import contamination, seeds
 from mathdata_pipeline.resources.data_sources import DataSources
+from mathdata_pipeline.resources.llm import LLMResource
 from mathdata_pipeline.resources.table_store import TableStore
 
 ASSETS = dg.load_assets_from_modules([seeds, contamination])
-RESOURCES = {"store": TableStore(), "sources": DataSources()}
+RESOURCES = {"store": TableStore(), "sources": DataSources(), "llm": LLMResource()}
 
 defs = dg.Definitions(assets=ASSETS, resources=RESOURCES)

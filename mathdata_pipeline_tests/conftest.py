@@ -20,3 +20,15 @@ def data_root() -> Path:
     root = data_dir()
     assert root is not None and (root / "gsm8k").is_dir(), "MATHDATA_DATA_DIR / ../shared/data is missing"
     return root
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests need CUDA: they run on a GPU machine and are skipped everywhere else."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
