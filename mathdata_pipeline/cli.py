@@ -1,0 +1,174 @@
+"""The `mathdata` command line. Each subcommand lives in one `_add_<name>_command` function.
+
+    mathdata grade FILE.jsonl [-o OUT.jsonl] [--timeout S] [--workers N] [--no-fallback]
+
+To add a subcommand (e.g. `mathdata trace ROW_ID`): write `_add_trace_command(subparsers)` that
+registers its arguments and `set_defaults(handler=_run_trace)`, where `_run_trace(args) -> int`
+returns the exit code, and append it to `_COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TextIO
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+_GRADE_BATCH = 2000
+
+
+class InputError(Exception):
+    """A problem with the user's input file; reported as `mathdata <cmd>: error: ...`, exit 2."""
+
+
+def _read_grade_items(path: Path) -> list[dict[str, Any]]:
+    """Parse and validate a `grade` input file; blank lines are skipped.
+
+    Each non-blank line must be a JSON object with string fields `response` and `reference`
+    (a JSON number is accepted as reference) and an optional string-or-null `finish_reason`.
+    Raises InputError naming the file, the 1-based line number and the field at fault.
+    """
+    items: list[dict[str, Any]] = []
+    try:
+        handle = path.open("rb")
+    except OSError as error:
+        raise InputError(f"{path}: cannot open: {error.strerror or error}") from error
+    with handle:
+        for number, raw in enumerate(handle, start=1):
+            where = f"{path}:{number}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise InputError(f"{where}: not valid UTF-8 ({error.reason})") from error
+            item = _grade_item(line, where)
+            if item is not None:
+                items.append(item)
+    return items
+
+
+def _grade_item(line: str, where: str) -> dict[str, Any] | None:
+    """The validated item of one input line (`where` is `FILE:LINE`); None for a blank line."""
+    if not line.strip():
+        return None
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise InputError(f"{where}: invalid JSON ({error.msg})") from error
+    if not isinstance(row, dict):
+        raise InputError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    for field in ("response", "reference"):
+        if field not in row:
+            raise InputError(f"{where}: missing field '{field}'")
+    if not isinstance(row["response"], str):
+        raise InputError(f"{where}: field 'response' must be a string")
+    reference = row["reference"]
+    if isinstance(reference, (int, float)) and not isinstance(reference, bool):
+        reference = str(reference)
+    if not isinstance(reference, str):
+        raise InputError(f"{where}: field 'reference' must be a string or a number")
+    finish_reason = row.get("finish_reason")
+    if finish_reason is not None and not isinstance(finish_reason, str):
+        raise InputError(f"{where}: field 'finish_reason' must be a string or null")
+    return {"response": row["response"], "reference": reference, "finish_reason": finish_reason}
+
+
+@contextmanager
+def _output(path: str | None) -> Iterator[TextIO]:
+    """The output stream: `path` opened for writing, or stdout when `path` is None or "-"."""
+    if path is None or path == "-":
+        yield sys.stdout
+        return
+    with open(path, "w", encoding="utf-8") as handle:
+        yield handle
+
+
+def _run_grade(args: argparse.Namespace) -> int:
+    """`mathdata grade`: one JSON line {correct, extracted, reason} per input line, in order."""
+    from .methods.grading import Grader
+
+    items = _read_grade_items(Path(args.file))
+    with Grader(
+        timeout_s=args.timeout, workers=args.workers, fallback_last_number=not args.no_fallback
+    ) as grader, _output(args.output) as out:
+        for start in range(0, len(items), _GRADE_BATCH):
+            for result in grader.grade_many(items[start : start + _GRADE_BATCH]):
+                out.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
+            out.flush()
+    return EXIT_OK
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def _add_grade_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "grade",
+        help="grade model responses against reference answers",
+        description=(
+            "Read JSON lines with 'response', 'reference' and optional 'finish_reason'; write "
+            "one JSON line per input line with 'correct', 'extracted' and 'reason'."
+        ),
+    )
+    parser.add_argument("file", metavar="FILE.jsonl", help="input JSON-lines file")
+    parser.add_argument("-o", "--output", metavar="OUT.jsonl", help="output file (default: stdout)")
+    parser.add_argument(
+        "--timeout", type=_positive_float, default=5.0, metavar="S",
+        help="seconds allowed per symbolic check (default: 5)",
+    )
+    parser.add_argument(
+        "--workers", type=_positive_int, default=2, metavar="N",
+        help="worker processes for symbolic checks (default: 2)",
+    )
+    parser.add_argument(
+        "--no-fallback", action="store_true",
+        help="do not use the last number of a response as its answer",
+    )
+    parser.set_defaults(handler=_run_grade)
+
+
+_COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_grade_command,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `mathdata` argument parser with every subcommand of `_COMMANDS` registered."""
+    parser = argparse.ArgumentParser(prog="mathdata", description="mathdata-pipeline tools")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add_command in _COMMANDS:
+        add_command(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `mathdata` console script.
+
+    Input: the arguments after the program name (default: `sys.argv[1:]`). Output: the exit
+    code: 0 on success, 2 for usage errors and bad input files (message on stderr naming the
+    file, line and field).
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except InputError as error:
+        print(f"mathdata {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
