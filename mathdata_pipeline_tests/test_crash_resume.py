@@ -41,10 +41,10 @@ def test_killed_run_resumes_from_the_ledger(tmp_path, monkeypatch):
     ledger = ledgers / "crash_test_completions.sqlite"
     process = subprocess.Popen([sys.executable, "-m", "mathdata_pipeline_tests.crash_job"], cwd=REPO, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 400  # generous: llama.cpp slows sharply when other jobs share the 2 cores
     while _ledger_rows(ledger) < 4:
         assert process.poll() is None, "the run ended before it could be killed"
-        assert time.monotonic() < deadline, "no requests finished within 120 s"
+        assert time.monotonic() < deadline, "no requests finished within 400 s"
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
