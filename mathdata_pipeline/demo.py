@@ -37,9 +37,25 @@ def demo_run_config(path: Path) -> dict:
     return yaml.safe_load(path.read_text()) or {} if path.exists() else {}
 
 
+DEMO_TAG = "mathdata/demo"
+
+
+def release_killed_demo_runs(instance: dg.DagsterInstance) -> int:
+    """Runs of an earlier demo that was killed stay STARTED and keep their `gpu` pool slot, which
+    would block every later GPU step. Mark them failed and free their slots; returns how many."""
+    stale = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING],
+                                                    tags={DEMO_TAG: "true"}))
+    for run in stale:
+        instance.report_run_failed(run, "the demo process that ran it was killed")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+    return len(stale)
+
+
 def main() -> int:
     """Materialize the plan one run per asset partition; stop at the first failure."""
     instance = dg.DagsterInstance.get()
+    if released := release_killed_demo_runs(instance):
+        print(f"[demo] marked {released} run(s) of a killed demo as failed and freed their pool slots")
     run_config = demo_run_config(config_dir() / "demo.yaml").get("ops", {})
     started = time.monotonic()
     for key, partition in materialization_plan(defs):
@@ -47,7 +63,7 @@ def main() -> int:
         op_config = {key.path[-1]: run_config[key.path[-1]]} if key.path[-1] in run_config else {}
         t0 = time.monotonic()
         result = dg.materialize(ASSETS, selection=[key], partition_key=partition, instance=instance,
-                                resources=RESOURCES, run_config={"ops": op_config, "loggers": {"console": {"config": {"log_level": "INFO"}}}}, raise_on_error=False)
+                                resources=RESOURCES, tags={DEMO_TAG: "true"}, run_config={"ops": op_config, "loggers": {"console": {"config": {"log_level": "INFO"}}}}, raise_on_error=False)
         status = "ok" if result.success else "FAILED"
         print(f"[demo] {label:<40} {status} in {time.monotonic() - t0:5.1f}s  run {result.run_id}", flush=True)
         if not result.success:
