@@ -10,6 +10,7 @@ import pytest
 
 from mathdata_pipeline.definitions import ASSETS
 from mathdata_pipeline.resources.data_sources import DataSources
+from mathdata_pipeline.resources.llm import LLMResource
 from mathdata_pipeline.resources.table_store import TableStore
 
 
@@ -17,7 +18,7 @@ from mathdata_pipeline.resources.table_store import TableStore
 def pipeline(tmp_path_factory, data_root):
     """Materialize eval_benchmarks, contamination_index, general_pool and both seed partitions once."""
     store = TableStore(root=str(tmp_path_factory.mktemp("storage")))
-    resources = {"store": store, "sources": DataSources(data_dir=str(data_root))}
+    resources = {"store": store, "sources": DataSources(data_dir=str(data_root)), "llm": LLMResource()}
     with dg.instance_for_test() as instance:
         run = lambda selection, partition=None: dg.materialize(  # noqa: E731
             ASSETS, selection=selection, partition_key=partition, instance=instance, resources=resources)

@@ -25,19 +25,26 @@ CHAIN = ["augmented_questions", "augmented_responses", "question_pool", "difficu
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory, data_root):
+def setup(tmp_path_factory, data_root):
     store = TableStore(root=str(tmp_path_factory.mktemp("storage")))
     resources = {"store": store, "sources": DataSources(data_dir=str(data_root)),
                  "llm": LLMResource(ledger_dir=str(tmp_path_factory.mktemp("ledger")), progress_interval_s=5)}
     with dg.instance_for_test() as instance:
-        def run(selection):
-            return dg.materialize(ASSETS, selection=selection, partition_key="gsm8k", instance=instance,
+        dg.materialize(ASSETS, selection=["eval_benchmarks", "contamination_index"], instance=instance, resources=resources)
+
+        def run(selection, source="gsm8k"):
+            return dg.materialize(ASSETS, selection=selection, partition_key=source, instance=instance,
                                   resources=resources, run_config=RUN_CONFIG)
 
-        dg.materialize(ASSETS, selection=["eval_benchmarks", "contamination_index"], instance=instance, resources=resources)
-        first = run(["seed_problems", *CHAIN])
-        second = run(CHAIN)
-        yield store, first, second
+        yield store, run
+
+
+@pytest.fixture(scope="module")
+def chain(setup):
+    store, run = setup
+    first = run(["seed_problems", *CHAIN])
+    second = run(CHAIN)
+    return store, first, second
 
 
 def _metadata(result, key):
@@ -89,3 +96,17 @@ def test_rerun_generates_nothing(chain):
     for key in ("augmented_questions", "augmented_responses", "difficulty_ledger", "rejection_samples"):
         metadata = _metadata(second, key)
         assert metadata["cache_hits"].value == metadata["requests"].value, key
+
+
+def test_math_seeds_run_through_the_same_chain(setup):
+    store, run = setup
+    result = run(["seed_problems", *CHAIN], source="math")
+    assert result.success
+    samples = store.read("rejection_samples", "math")
+    assert samples.num_rows >= 6 and set(samples.column("template").to_pylist()) == {"chat"}
+    levels = _metadata(result, "rejection_samples")["by_level"].value
+    assert levels and all(name.startswith("Level") or name == "unknown" for name in levels)
+    seeds = set(store.read("seed_problems", "math").column("problem_id").to_pylist())
+    augmented = store.read("augmented_questions", "math")
+    assert set(augmented.column("parent_problem_id").to_pylist()) <= seeds
+    assert all(m.startswith("mugglemath:") for m in augmented.column("method").to_pylist())
