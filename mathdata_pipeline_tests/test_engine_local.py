@@ -117,3 +117,12 @@ def test_same_seed_same_text_whatever_ran_before(engine):
     (_, alone), = engine.generate([target])
     results = dict(engine.generate([_request(12, max_tokens=16), target]))
     assert results[1].text == alone.text
+
+
+def test_stats_of_several_rounds_add_up():
+    from mathdata_pipeline.engines.runner import GenerationStats
+
+    total = GenerationStats.combine([GenerationStats(requests=2, completion_tokens=10, generated_tokens=10, wall_seconds=1.0),
+                                     GenerationStats(requests=3, cache_hits=3, completion_tokens=7, wall_seconds=1.0)])
+    assert (total.requests, total.cache_hits, total.completion_tokens) == (5, 3, 17)
+    assert total.tokens_per_second == 5.0

@@ -68,14 +68,6 @@ def _problems(store: TableStore, source: str, config: SolverConfig) -> list[Prob
             for r in pool.to_pylist()]
 
 
-def _merged(stats: list[GenerationStats]) -> GenerationStats:
-    total = GenerationStats()
-    for s in stats:
-        for field in ("requests", "cache_hits", "errors", "prompt_tokens", "completion_tokens", "generated_tokens", "wall_seconds"):
-            setattr(total, field, getattr(total, field) + getattr(s, field))
-    return total
-
-
 @dg.asset(partitions_def=seed_sources, group_name="solutions", kinds={"parquet"},
           deps=["seed_problems", "augmented_questions", "augmented_responses", "contamination_index"],
           check_specs=[contamination_check_spec("question_pool", blocking=True)])
@@ -110,7 +102,7 @@ def difficulty_ledger(context: dg.AssetExecutionContext, config: SolverConfig, l
     path = store.write(table, "difficulty_ledger", context.partition_key)
     bins = np.histogram(table.column("pass_rate").to_numpy(), bins=5, range=(0, 1))[0]
     chart = bar_chart("questions per pass rate", ["0-.2", ".2-.4", ".4-.6", ".6-.8", ".8-1"], {"questions": bins.tolist()})
-    return dg.MaterializeResult(metadata={**table_metadata(table, path), **generation_metadata(_merged(stats)),
+    return dg.MaterializeResult(metadata={**table_metadata(table, path), **generation_metadata(GenerationStats.combine(stats)),
                                           "pass_rate_histogram": chart,
                                           "mean_pass_rate": float(np.mean(correct / np.maximum(trials, 1)) if ids else 0.0)})
 
@@ -138,7 +130,7 @@ def rejection_samples(context: dg.AssetExecutionContext, config: RejectionConfig
                       {"raw": [report["by_level"][lv]["raw_samples"] for lv in levels],
                        "correct": [report["by_level"][lv]["correct_samples"] for lv in levels]})
     return dg.MaterializeResult(metadata={
-        **table_metadata(samples, path), **generation_metadata(_merged(stats)),
+        **table_metadata(samples, path), **generation_metadata(GenerationStats.combine(stats)),
         "reach_ratio": float(report["reach_ratio"] or 0.0), "raw_samples": int(report["raw_samples"]),
         "correct_samples": int(report["correct_samples"]), "by_difficulty": dg.MetadataValue.json(report["by_difficulty"]),
         "by_level": dg.MetadataValue.json(report.get("by_level", {})), "stop_reasons": dg.MetadataValue.json(report["stop_reasons"]),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 from mathdata_pipeline.engines.base import Completion, Engine, Request, RequestError, canonical_prompt
 from mathdata_pipeline.engines.ledger import RequestLedger, request_key
@@ -32,6 +32,11 @@ class GenerationStats:
     completion_tokens: int = 0
     generated_tokens: int = 0
     wall_seconds: float = 0.0
+
+    @classmethod
+    def combine(cls, parts: Sequence[GenerationStats]) -> GenerationStats:
+        """The counters of several runs added up (e.g. the rounds of one materialization)."""
+        return cls(**{f.name: sum(getattr(p, f.name) for p in parts) for f in fields(cls)})
 
     @property
     def tokens_per_second(self) -> float:
