@@ -28,7 +28,10 @@ def materialization_plan(definitions: dg.Definitions) -> list[tuple[dg.AssetKey,
     plan: list[tuple[dg.AssetKey, str | None]] = []
     for key in TopologicalSorter(graph).static_order():
         partitions = specs[key].partitions_def
-        plan.extend((key, p) for p in partitions.get_partition_keys()) if partitions else plan.append((key, None))
+        if partitions:
+            plan.extend((key, p) for p in partitions.get_partition_keys())
+        else:
+            plan.append((key, None))
     return plan
 
 

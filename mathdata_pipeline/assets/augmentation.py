@@ -1,16 +1,14 @@
 """MuggleMath stages: `augmented_questions` and `augmented_responses`."""
 
 import dagster as dg
-import pyarrow as pa
 
 from mathdata_pipeline.assets.contamination import contamination_check, contamination_check_spec
 from mathdata_pipeline.assets.metadata import counts_metadata, generation_metadata, table_metadata
 from mathdata_pipeline.assets.partitions import seed_sources
 from mathdata_pipeline.engines.base import SamplingParams
 from mathdata_pipeline.methods.augmentation import new_problems, params_hash, rewrite_jobs, vote_columns
-from mathdata_pipeline.methods.decontamination import ContaminationIndex
 from mathdata_pipeline.methods.mugglemath_prompts import REWRITE_TYPES
-from mathdata_pipeline.methods.pool import solver_subset
+from mathdata_pipeline.methods.pool import drop_benchmark_overlap, solver_subset
 from mathdata_pipeline.methods.samples import SampleSpec, sample_rows, solve_request
 from mathdata_pipeline.methods.templates import get_template
 from mathdata_pipeline.resources.llm import LLMResource
@@ -63,11 +61,7 @@ def augmented_questions(context: dg.AssetExecutionContext, config: AugmentConfig
                                   row_ids=[f"{j.parent_id}:{j.rewrite_type}:{j.round}" for j in jobs])
     table, counts = new_problems(seeds, jobs, results, source=source, k=config.questions_per_rewrite,
                                  params_hash=params_hash(config.model_dump()))
-    audit = ContaminationIndex.from_table(store.read("contamination_index")).find_matches(
-        zip(table.column("problem_id").to_pylist(), table.column("question").to_pylist()))
-    overlapping = set(audit.column("row_id").to_pylist())
-    table = table.filter(pa.array([pid not in overlapping for pid in table.column("problem_id").to_pylist()], pa.bool_()))
-    counts["dropped_benchmark_overlap"] = len(overlapping)
+    table, counts["dropped_benchmark_overlap"] = drop_benchmark_overlap(table, store.read("contamination_index"))
     path = store.write(table, "augmented_questions", source)
     check = contamination_check(store, table, asset_key="augmented_questions", partition=source,
                                 id_column="problem_id", text_column="question")

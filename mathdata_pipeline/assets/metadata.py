@@ -7,6 +7,7 @@ from typing import Any
 import dagster as dg
 import pyarrow as pa
 
+from mathdata_pipeline.engines.runner import GenerationStats
 from mathdata_pipeline.methods.table_stats import markdown_column_stats, markdown_preview
 
 
@@ -28,7 +29,7 @@ def counts_metadata(counts: dict[str, int]) -> dict[str, Any]:
     return {key: dg.MetadataValue.int(int(value)) for key, value in counts.items()}
 
 
-def generation_metadata(stats) -> dict[str, Any]:
+def generation_metadata(stats: GenerationStats) -> dict[str, Any]:
     """The LLM metadata keys of CONVENTIONS.md (requests, cache_hits, errors, prompt_tokens,
     completion_tokens, tokens_per_second, wall_seconds) from a `GenerationStats`."""
     values = stats.as_metadata()

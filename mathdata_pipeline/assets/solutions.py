@@ -14,7 +14,7 @@ from mathdata_pipeline.engines.runner import GenerationStats
 from mathdata_pipeline.methods import dars
 from mathdata_pipeline.methods.grading import Grader
 from mathdata_pipeline.methods.pool import build_question_pool, solver_subset
-from mathdata_pipeline.methods.rejection import Problem, Solver, counts, curate, difficulty_round, run_dars
+from mathdata_pipeline.methods.rejection import Problem, Solver, counts, difficulty_round, run_dars
 from mathdata_pipeline.methods.solutions import solution_rows
 from mathdata_pipeline.methods.templates import get_template
 from mathdata_pipeline.resources.llm import LLMResource

@@ -47,13 +47,17 @@ def build_question_pool(parts: dict[str, pa.Table], index_table: pa.Table) -> tu
             continue
         seen.add(key)
         keep.append(i)
-    table = table.take(pa.array(keep, pa.int64()))
+    table, dropped["dropped_benchmark_overlap"] = drop_benchmark_overlap(table.take(pa.array(keep, pa.int64())), index_table)
+    return table, dropped
+
+
+def drop_benchmark_overlap(table: pa.Table, index_table: pa.Table) -> tuple[pa.Table, int]:
+    """`table` (problem rows) without the rows whose question overlaps a benchmark item in the
+    contamination index; returns (kept rows, number dropped)."""
     audit = ContaminationIndex.from_table(index_table).find_matches(
         zip(table.column("problem_id").to_pylist(), table.column("question").to_pylist()))
     overlapping = pa.array(sorted(set(audit.column("row_id").to_pylist())), pa.string())
-    dropped["dropped_benchmark_overlap"] = len(overlapping)
-    table = table.filter(pc.invert(pc.is_in(table.column("problem_id"), value_set=overlapping)))
-    return table, dropped
+    return table.filter(pc.invert(pc.is_in(table.column("problem_id"), value_set=overlapping))), len(overlapping)
 
 
 def solver_subset(pool: pa.Table, *, max_questions: int, salt: str) -> pa.Table:
@@ -62,5 +66,6 @@ def solver_subset(pool: pa.Table, *, max_questions: int, salt: str) -> pa.Table:
     usable = pool.filter(pc.is_valid(pool.column("reference_answer")))
     if max_questions <= 0 or usable.num_rows <= max_questions:
         return usable
-    ranked = sorted(range(usable.num_rows), key=lambda i: stable_hash(salt, usable["problem_id"][i].as_py()))
+    ids = usable.column("problem_id").to_pylist()
+    ranked = sorted(range(len(ids)), key=lambda i: stable_hash(salt, ids[i]))
     return usable.take(pa.array(sorted(ranked[:max_questions]), pa.int64()))

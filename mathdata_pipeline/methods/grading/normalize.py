@@ -105,25 +105,23 @@ def _strip_units(text: str) -> str:
     Only the tail of the string is searched, and only when what stays in front contains a
     digit, so `\\text{odd}` or `x` are never emptied.
     """
-    for _ in range(3):
-        tail = text[-_TEXT_TAIL:]
-        match = _LAST_TEXT.search(tail)
+    text = _strip_tail(text, _LAST_TEXT, _TEXT_TAIL, rounds=3)
+    return _strip_tail(text, _LAST_UNIT, _UNIT_TAIL, rounds=4).strip()
+
+
+def _strip_tail(text: str, pattern: re.Pattern[str], window: int, *, rounds: int) -> str:
+    """Cut `pattern` off the end of `text` up to `rounds` times, looking only at the last `window`
+    characters, and only while the remaining head still contains a digit."""
+    for _ in range(rounds):
+        tail = text[-window:]
+        match = pattern.search(tail)
         if match is None:
             break
         head = text[: len(text) - len(tail) + match.start()].rstrip()
         if not any(char.isdigit() for char in head):
             break
         text = head
-    for _ in range(4):
-        tail = text[-_UNIT_TAIL:]
-        match = _LAST_UNIT.search(tail)
-        if match is None:
-            break
-        head = text[: len(text) - len(tail) + match.start()].rstrip()
-        if not any(char.isdigit() for char in head):
-            break
-        text = head
-    return text.strip()
+    return text
 
 
 def _strip_assignment(text: str) -> str:
