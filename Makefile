@@ -12,7 +12,8 @@ STAMP      := $(VENV)/.installed
 export MATHDATA_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 export MATHDATA_STORAGE  ?= $(abspath storage)
 export DAGSTER_HOME      ?= $(abspath .dagster_home)
-export HF_HUB_OFFLINE    ?= 1
+# Offline only when local copies exist: without them, sources are read by their hub ids.
+export HF_HUB_OFFLINE    ?= $(if $(MATHDATA_DATA_DIR),1,)
 export DAGSTER_DISABLE_TELEMETRY ?= 1
 export PYTHONUNBUFFERED  ?= 1
 

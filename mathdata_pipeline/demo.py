@@ -18,7 +18,7 @@ import dagster as dg
 import yaml
 
 from mathdata_pipeline.definitions import ASSETS, RESOURCES, defs
-from mathdata_pipeline.methods.sources import config_dir
+from mathdata_pipeline.methods.sources import config_dir, data_dir
 
 
 def materialization_plan(definitions: dg.Definitions) -> list[tuple[dg.AssetKey, str | None]]:
@@ -60,6 +60,10 @@ def main() -> int:
     if released := release_killed_demo_runs(instance):
         print(f"[demo] marked {released} run(s) of a killed demo as failed and freed their pool slots")
     run_config = demo_run_config(config_dir() / "demo.yaml").get("ops", {})
+    local = data_dir()
+    print(f"[demo] datasets from {local}" if local else
+          "[demo] no local data folder (MATHDATA_DATA_DIR, or ../shared/data beside the repo): "
+          "reading every source by its Hugging Face id", flush=True)
     started = time.monotonic()
     for key, partition in materialization_plan(defs):
         label = key.to_user_string() + (f"[{partition}]" if partition else "")
@@ -72,6 +76,8 @@ def main() -> int:
         if not result.success:
             for event in result.get_step_failure_events():
                 print(event.step_failure_data.error.to_string() if event.step_failure_data.error else event.message)
+            if local is None:
+                print("[demo] hint: without hub access, point MATHDATA_DATA_DIR at a folder laid out like ../shared/data")
             return 1
     storage = os.environ.get("MATHDATA_STORAGE", "storage")
     print(f"\n[demo] done in {time.monotonic() - started:.0f}s")

@@ -9,7 +9,8 @@ import pytest
 
 from mathdata_pipeline.methods.sources import data_dir
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if not os.environ.get("HF_HUB_OFFLINE"):  # tests never touch the hub
+    os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 
 
@@ -18,7 +19,9 @@ def data_root() -> Path:
     """The shared offline datasets (MATHDATA_DATA_DIR or ../shared/data). CI always has them,
     so their absence is a failure, not a skip."""
     root = data_dir()
-    assert root is not None and (root / "gsm8k").is_dir(), "MATHDATA_DATA_DIR / ../shared/data is missing"
+    assert root is not None and (root / "gsm8k").is_dir(), (
+        "the tests need the offline datasets: set MATHDATA_DATA_DIR to a folder laid out like ../shared/data "
+        "(CI has it at ../shared/data beside the repository)")
     return root
 
 
