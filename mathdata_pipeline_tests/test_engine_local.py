@@ -9,7 +9,7 @@ import pytest
 from mathdata_pipeline.engines.base import Completion, Engine, Request, RequestError, SamplingParams, derive_seed
 from mathdata_pipeline.engines.ledger import RequestLedger
 from mathdata_pipeline.engines.local import LocalEngine
-from mathdata_pipeline.engines.runner import ErrorBudgetExceeded, run_requests
+from mathdata_pipeline.engines.runner import ErrorBudgetExceeded, run_requests, run_scores
 
 QUESTION = [{"role": "user", "content": "What is 2 + 3? Answer with a number."}]
 
@@ -59,7 +59,7 @@ class CountingEngine(Engine):
     """Wraps the real engine and counts the requests it is actually asked to generate."""
 
     def __init__(self, inner: Engine):
-        self.inner, self.info, self.generated = inner, inner.info, 0
+        self.inner, self.info, self.generated, self.scored = inner, inner.info, 0, 0
 
     def render(self, request):
         return self.inner.render(request)
@@ -69,6 +69,7 @@ class CountingEngine(Engine):
         yield from self.inner.generate(requests)
 
     def score(self, prompt, completion):
+        self.scored += 1
         return self.inner.score(prompt, completion)
 
 
@@ -126,3 +127,16 @@ def test_stats_of_several_rounds_add_up():
                                      GenerationStats(requests=3, cache_hits=3, completion_tokens=7, wall_seconds=1.0)])
     assert (total.requests, total.cache_hits, total.completion_tokens) == (5, 3, 17)
     assert total.tokens_per_second == 5.0
+
+
+def test_scores_go_through_the_ledger_and_are_reused(engine, tmp_path):
+    pairs = [("Question: 2+2?\nAnswer:", " 4"), ("Question: 3+3?\nAnswer:", " 6"), ("Question: 2+2?\nAnswer:", " 4")]
+    counting = CountingEngine(engine)
+    with RequestLedger(tmp_path / "l.sqlite") as ledger:
+        first, stats1 = run_scores(counting, ledger, pairs, log=lambda _: None)
+        assert counting.scored == 2 and stats1.cache_hits == 0  # the repeated pair is scored once
+        again, stats2 = run_scores(counting, ledger, pairs, log=lambda _: None)
+    assert counting.scored == 2 and stats2.cache_hits == 3
+    assert first == again and first[0] == first[2]
+    direct = engine.score(*pairs[1])
+    assert first[1].tokens == direct.tokens and abs(first[1].logprob - direct.logprob) < 1e-6

@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 
-from mathdata_pipeline.engines.base import Completion, EngineInfo, RequestError, SamplingParams
+from mathdata_pipeline.engines.base import Completion, EngineInfo, RequestError, SamplingParams, TokenScore
 from mathdata_pipeline.methods.text import stable_hash
 
 _SCHEMA = """
@@ -32,6 +32,15 @@ CREATE TABLE IF NOT EXISTS requests (
 )
 """
 
+_SCORE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS scores (
+    key TEXT PRIMARY KEY,
+    model_id TEXT NOT NULL,
+    logprob REAL NOT NULL,
+    tokens INTEGER NOT NULL
+)
+"""
+
 
 def request_key(info: EngineInfo, prompt: str, params: SamplingParams) -> str:
     """The ledger key of one request (hex, 32 characters)."""
@@ -39,8 +48,14 @@ def request_key(info: EngineInfo, prompt: str, params: SamplingParams) -> str:
                        json.dumps(params.as_dict(), sort_keys=True), length=32)
 
 
+def score_key(info: EngineInfo, prompt: str, completion: str) -> str:
+    """The ledger key of one scoring request (log-probability of `completion` after `prompt`)."""
+    return stable_hash("score", info.backend, info.model_id, info.revision, prompt, completion, length=32)
+
+
 class RequestLedger:
-    """Durable map from request key to its Completion or non-retryable RequestError."""
+    """Durable map from request key to its Completion or non-retryable RequestError, and from
+    score key to its TokenScore."""
 
     def __init__(self, path: Path | str):
         """Open (creating if needed) the ledger file at `path`."""
@@ -50,6 +65,7 @@ class RequestLedger:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)
+        self._db.execute(_SCORE_SCHEMA)
 
     def lookup(self, keys: Iterable[str]) -> dict[str, Completion | RequestError]:
         """The stored results among `keys` (missing keys are absent from the dict)."""
@@ -75,6 +91,21 @@ class RequestLedger:
         self._db.execute("INSERT OR REPLACE INTO requests VALUES (?,?,?,?,?,?,?,?,?,?)",
                          (key, info.model_id, json.dumps(params.as_dict(), sort_keys=True), *values))
         return True
+
+    def lookup_scores(self, keys: Iterable[str]) -> dict[str, TokenScore]:
+        """The stored scores among `keys`."""
+        keys = list(dict.fromkeys(keys))
+        found: dict[str, TokenScore] = {}
+        for start in range(0, len(keys), 900):
+            chunk = keys[start:start + 900]
+            marks = ",".join("?" * len(chunk))
+            for key, logprob, tokens in self._db.execute(f"SELECT key, logprob, tokens FROM scores WHERE key IN ({marks})", chunk):
+                found[key] = TokenScore(logprob, tokens)
+        return found
+
+    def record_score(self, key: str, info: EngineInfo, score: TokenScore) -> None:
+        """Commit one finished scoring request."""
+        self._db.execute("INSERT OR REPLACE INTO scores VALUES (?,?,?,?)", (key, info.model_id, score.logprob, score.tokens))
 
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM requests").fetchone()[0]

@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 
-from mathdata_pipeline.engines.base import Completion, Engine, Request, RequestError, canonical_prompt
-from mathdata_pipeline.engines.ledger import RequestLedger, request_key
+from mathdata_pipeline.engines.base import Completion, Engine, Request, RequestError, TokenScore, canonical_prompt
+from mathdata_pipeline.engines.ledger import RequestLedger, request_key, score_key
 
 Result = Completion | RequestError
 
@@ -121,6 +121,32 @@ def run_requests(engine: Engine, ledger: RequestLedger, requests: Sequence[Reque
     stats.wall_seconds = time.monotonic() - started
     _enforce_error_budget(results, row_ids, max_error_share)
     return results, stats  # type: ignore[return-value]
+
+
+def run_scores(engine: Engine, ledger: RequestLedger, pairs: Sequence[tuple[str, str]], *,
+               log: Callable[[str], None] = print, progress_interval: float = 30.0) -> tuple[list[TokenScore], GenerationStats]:
+    """Score (prompt, completion) pairs with `engine.score`, reusing every score already in `ledger`.
+
+    Output: (TokenScores aligned with `pairs`, statistics: `requests`, `cache_hits`, `prompt_tokens`
+    = scored tokens, `wall_seconds`). A pair that cannot be scored raises (bad input, not a fault).
+    """
+    started = time.monotonic()
+    stats = GenerationStats(requests=len(pairs))
+    keys = [score_key(engine.info, prompt, completion) for prompt, completion in pairs]
+    found = ledger.lookup_scores(keys)
+    stats.cache_hits = sum(key in found for key in keys)
+    progress = Progress(len(pairs), log, progress_interval)
+    progress.advance(stats.cache_hits)
+    for key, (prompt, completion) in zip(keys, pairs):
+        if key not in found:
+            found[key] = engine.score(prompt, completion)
+            ledger.record_score(key, engine.info, found[key])
+            progress.advance(1)
+    progress.advance(0, force=True)
+    scores = [found[key] for key in keys]
+    stats.prompt_tokens = sum(s.tokens for s in scores)
+    stats.wall_seconds = time.monotonic() - started
+    return scores, stats
 
 
 def _enforce_error_budget(results: Sequence[Result | None], row_ids: Sequence[str] | None, max_share: float) -> None:

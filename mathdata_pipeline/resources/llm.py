@@ -9,10 +9,10 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
-from mathdata_pipeline.engines.base import Engine, Request
+from mathdata_pipeline.engines.base import Engine, Request, TokenScore
 from mathdata_pipeline.engines.factory import DEFAULT_PROFILE, build_engine, load_profile
 from mathdata_pipeline.engines.ledger import RequestLedger
-from mathdata_pipeline.engines.runner import GenerationStats, Result, run_requests
+from mathdata_pipeline.engines.runner import GenerationStats, Result, run_requests, run_scores
 
 
 def default_ledger_dir() -> Path:
@@ -54,6 +54,15 @@ class LLMResource(dg.ConfigurableResource):
         with RequestLedger(path / f"{ledger_name}.sqlite") as ledger:
             return run_requests(self.engine(), ledger, requests, row_ids=row_ids, log=log,
                                 progress_interval=self.progress_interval_s, max_error_share=self.max_error_share)
+
+    def score_many(self, context: dg.AssetExecutionContext | None, pairs: Sequence[tuple[str, str]], *,
+                   ledger_name: str) -> tuple[list[TokenScore], GenerationStats]:
+        """Log-probabilities of (prompt, completion) pairs through the ledger `ledger_name`; see
+        `engines.runner.run_scores`."""
+        log = context.log.info if context is not None else print
+        path = Path(self.ledger_dir) if self.ledger_dir else default_ledger_dir()
+        with RequestLedger(path / f"{ledger_name}.sqlite") as ledger:
+            return run_scores(self.engine(), ledger, pairs, log=log, progress_interval=self.progress_interval_s)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._engine is not None:
