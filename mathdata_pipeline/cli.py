@@ -1,6 +1,7 @@
 """The `mathdata` command line. Each subcommand lives in one `_add_<name>_command` function.
 
     mathdata grade FILE.jsonl [-o OUT.jsonl] [--timeout S] [--workers N] [--no-fallback]
+    mathdata trace ROW_ID [--storage ROOT] [--json]
 
 To add a subcommand (e.g. `mathdata trace ROW_ID`): write `_add_trace_command(subparsers)` that
 registers its arguments and `set_defaults(handler=_run_trace)`, where `_run_trace(args) -> int`
@@ -142,7 +143,33 @@ def _add_grade_command(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_run_grade)
 
 
-_COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_grade_command,)
+def _add_trace_command(subparsers: argparse._SubParsersAction) -> None:
+    """`mathdata trace ROW_ID [--storage ROOT] [--json]`: the history of one mixture row."""
+    parser = subparsers.add_parser("trace", help="print the history of a mixture row (seed, generation, grade, selection)")
+    parser.add_argument("row_id", help="the `row_id` of a mixture row (mx-…)")
+    parser.add_argument("--storage", default="", help="storage root; default $MATHDATA_STORAGE or ./storage")
+    parser.add_argument("--json", action="store_true", help="print the history as one JSON object")
+    parser.set_defaults(handler=_run_trace)
+
+
+def _run_trace(args: argparse.Namespace) -> int:
+    import os
+
+    from upath import UPath
+
+    from mathdata_pipeline.trace import format_history, trace_row
+
+    root = UPath(args.storage or os.environ.get("MATHDATA_STORAGE") or "storage")
+    try:
+        history = trace_row(root, args.row_id)
+    except KeyError as error:
+        print(f"mathdata trace: error: {error.args[0]}", file=sys.stderr)
+        return EXIT_USAGE
+    print(json.dumps(history, default=str, ensure_ascii=False, indent=2) if args.json else format_history(history))
+    return EXIT_OK
+
+
+_COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_grade_command, _add_trace_command)
 
 
 def build_parser() -> argparse.ArgumentParser:

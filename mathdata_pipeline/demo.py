@@ -17,19 +17,25 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
+from mathdata_pipeline.assets.partitions import register_seed_sources
 from mathdata_pipeline.definitions import ASSETS, RESOURCES, defs
 from mathdata_pipeline.methods.sources import config_dir, data_dir
 
 
-def materialization_plan(definitions: dg.Definitions) -> list[tuple[dg.AssetKey, str | None]]:
-    """Every (asset key, partition key or None) to materialize, upstream before downstream."""
+def materialization_plan(definitions: dg.Definitions, instance: dg.DagsterInstance,
+                         only: dict[str, list[str]] | None = None) -> list[tuple[dg.AssetKey, str | None]]:
+    """Every (asset key, partition key or None) to materialize, upstream before downstream.
+    `only` limits the partitions of the named assets (e.g. one shard of `synthesized_questions`)."""
+    only = only or {}
     specs = {spec.key: spec for spec in definitions.resolve_all_asset_specs()}
     graph = {key: {dep.asset_key for dep in spec.deps if dep.asset_key in specs} for key, spec in specs.items()}
     plan: list[tuple[dg.AssetKey, str | None]] = []
     for key in TopologicalSorter(graph).static_order():
         partitions = specs[key].partitions_def
         if partitions:
-            plan.extend((key, p) for p in partitions.get_partition_keys())
+            keys = partitions.get_partition_keys(dynamic_partitions_store=instance)
+            wanted = only.get(key.path[-1])
+            plan.extend((key, p) for p in keys if wanted is None or p in wanted)
         else:
             plan.append((key, None))
     return plan
@@ -59,13 +65,16 @@ def main() -> int:
     instance = dg.DagsterInstance.get()
     if released := release_killed_demo_runs(instance):
         print(f"[demo] marked {released} run(s) of a killed demo as failed and freed their pool slots")
-    run_config = demo_run_config(config_dir() / "demo.yaml").get("ops", {})
+    demo_config = demo_run_config(config_dir() / "demo.yaml")
+    run_config = demo_config.get("ops", {})
+    if new := register_seed_sources(instance):
+        print(f"[demo] registered seed-source partitions: {', '.join(new)}")
     local = data_dir()
     print(f"[demo] datasets from {local}" if local else
           "[demo] no local data folder (MATHDATA_DATA_DIR, or ../shared/data beside the repo): "
           "reading every source by its Hugging Face id", flush=True)
     started = time.monotonic()
-    for key, partition in materialization_plan(defs):
+    for key, partition in materialization_plan(defs, instance, demo_config.get("partitions")):
         label = key.to_user_string() + (f"[{partition}]" if partition else "")
         op_config = {key.path[-1]: run_config[key.path[-1]]} if key.path[-1] in run_config else {}
         t0 = time.monotonic()

@@ -8,9 +8,11 @@ from types import SimpleNamespace
 import dagster as dg
 import pytest
 
+from mathdata_pipeline.assets.partitions import register_seed_sources
 from mathdata_pipeline.definitions import ASSETS
 from mathdata_pipeline.resources.data_sources import DataSources
 from mathdata_pipeline.resources.llm import LLMResource
+from mathdata_pipeline.resources.selector import KCenterSelector
 from mathdata_pipeline.resources.table_store import TableStore
 
 
@@ -18,8 +20,9 @@ from mathdata_pipeline.resources.table_store import TableStore
 def pipeline(tmp_path_factory, data_root):
     """Materialize eval_benchmarks, contamination_index, general_pool and both seed partitions once."""
     store = TableStore(root=str(tmp_path_factory.mktemp("storage")))
-    resources = {"store": store, "sources": DataSources(data_dir=str(data_root)), "llm": LLMResource()}
+    resources = {"store": store, "sources": DataSources(data_dir=str(data_root)), "llm": LLMResource(), "selector": KCenterSelector()}
     with dg.instance_for_test() as instance:
+        register_seed_sources(instance)
         run = lambda selection, partition=None: dg.materialize(  # noqa: E731
             ASSETS, selection=selection, partition_key=partition, instance=instance, resources=resources)
         results = {"base": run(["eval_benchmarks", "contamination_index", "general_pool"])}

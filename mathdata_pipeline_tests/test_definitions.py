@@ -11,6 +11,14 @@ def test_definitions_load():
     dg.Definitions.validate_loadable(defs)
 
 
+def _describe(partitions: dg.PartitionsDefinition | None):
+    if partitions is None:
+        return None
+    if isinstance(partitions, dg.DynamicPartitionsDefinition):
+        return f"dynamic:{partitions.name}"
+    return partitions.get_partition_keys()
+
+
 def test_asset_graph_snapshot(snapshot):
     graph = {}
     for spec in sorted(defs.resolve_all_asset_specs(), key=lambda s: s.key.to_user_string()):
@@ -18,7 +26,7 @@ def test_asset_graph_snapshot(snapshot):
             "deps": sorted(d.asset_key.to_user_string() for d in spec.deps),
             "group": spec.group_name,
             "kinds": sorted(spec.kinds),
-            "partitions": spec.partitions_def.get_partition_keys() if spec.partitions_def else None,
+            "partitions": _describe(spec.partitions_def),
         }
     checks = sorted(f"{c.asset_key.to_user_string()}:{c.name}" for c in defs.resolve_asset_graph().asset_check_keys)
     assert {"assets": graph, "checks": checks} == snapshot

@@ -7,9 +7,11 @@ import dagster as dg
 import pyarrow as pa
 import pytest
 
+from mathdata_pipeline.assets.partitions import register_seed_sources
 from mathdata_pipeline.definitions import ASSETS
 from mathdata_pipeline.resources.data_sources import DataSources
 from mathdata_pipeline.resources.llm import LLMResource
+from mathdata_pipeline.resources.selector import KCenterSelector
 from mathdata_pipeline.resources.table_store import TableStore
 
 pytestmark = pytest.mark.slow
@@ -28,8 +30,9 @@ CHAIN = ["augmented_questions", "augmented_responses", "question_pool", "difficu
 def setup(tmp_path_factory, data_root):
     store = TableStore(root=str(tmp_path_factory.mktemp("storage")))
     resources = {"store": store, "sources": DataSources(data_dir=str(data_root)),
-                 "llm": LLMResource(ledger_dir=str(tmp_path_factory.mktemp("ledger")), progress_interval_s=5)}
+                 "llm": LLMResource(ledger_dir=str(tmp_path_factory.mktemp("ledger")), progress_interval_s=5), "selector": KCenterSelector()}
     with dg.instance_for_test() as instance:
+        register_seed_sources(instance)
         dg.materialize(ASSETS, selection=["eval_benchmarks", "contamination_index"], instance=instance, resources=resources)
 
         def run(selection, source="gsm8k"):

@@ -27,3 +27,30 @@ def bar_chart(title: str, labels: list[str], series: dict[str, list[float]]) -> 
     fig.savefig(buffer, format="png")
     plt.close(fig)
     return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()})")
+
+
+def coverage_plot(title: str, embeddings, selected) -> dg.MetadataValue:
+    """A 2-D projection (first two principal components) of `embeddings` (n, d), selected rows in
+    colour over the rest in grey, as a markdown image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    x = np.asarray(embeddings, dtype=np.float64)
+    mask = np.asarray(selected, dtype=bool)
+    centered = x - x.mean(axis=0) if len(x) else x
+    points = centered @ np.linalg.svd(centered, full_matrices=False)[2][:2].T if len(x) > 1 else np.zeros((len(x), 2))
+    fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
+    ax.scatter(points[~mask, 0], points[~mask, 1], s=4, c="#bbbbbb", label=f"not selected ({int((~mask).sum())})")
+    ax.scatter(points[mask, 0], points[mask, 1], s=8, c="#d62728", label=f"selected ({int(mask.sum())})")
+    ax.set_title(title, fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()})")

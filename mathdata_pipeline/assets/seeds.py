@@ -29,7 +29,7 @@ def seed_problems(context: dg.AssetExecutionContext, config: SeedConfig, store: 
     stages that build training data drop those rows); it fails hard on mixtures.
     """
     source = context.partition_key
-    spec = sources.config().seed_sources[source]
+    spec = sources.seed_spec(source)
     label, records = open_source(spec, base=sources.base())
     table, stats = build_problems(records, spec, source=source, label=label,
                                   keep_missing_answers=config.keep_missing_answers)

@@ -68,15 +68,28 @@ def _problems(store: TableStore, source: str, config: SolverConfig) -> list[Prob
             for r in pool.to_pylist()]
 
 
+def _synthesized_for(store: TableStore, asset: str, source: str) -> pa.Table | None:
+    """Every shard of a ScaleQuest table, limited to rows of `source` (questions carry their pool
+    source; responses are matched to the pool later); None when no shard exists."""
+    if not store.root_path().joinpath(asset).exists():
+        return None
+    table = store.read_all(asset)
+    return table.filter(pc.field("source") == source) if "source" in table.column_names else table
+
+
 @dg.asset(partitions_def=seed_sources, group_name="solutions", kinds={"parquet"},
-          deps=["seed_problems", "augmented_questions", "augmented_responses", "contamination_index"],
+          deps=["seed_problems", "augmented_questions", "augmented_responses", "contamination_index",
+                dg.AssetDep("synthesized_questions", partition_mapping=dg.AllPartitionMapping())],
           check_specs=[contamination_check_spec("question_pool", blocking=True)])
 def question_pool(context: dg.AssetExecutionContext, store: TableStore) -> dg.MaterializeResult:
-    """Seeds plus augmented (and later synthesized) questions of one source: deduplicated, with
+    """Seeds plus augmented and synthesized questions of one source: deduplicated, with
     provenance, and without any question that overlaps a benchmark. What rejection sampling reads."""
     source = context.partition_key
     parts = {name: store.read(name, source) for name in ("seed_problems", "augmented_questions", "augmented_responses")
              if store.exists(name, source)}
+    synthesized = _synthesized_for(store, "synthesized_questions", source)
+    if synthesized is not None:
+        parts["synthesized_questions"] = synthesized
     table, dropped = build_question_pool(parts, store.read("contamination_index"))
     path = store.write(table, "question_pool", source)
     check = contamination_check(store, table, asset_key="question_pool", partition=source,
@@ -138,7 +151,8 @@ def rejection_samples(context: dg.AssetExecutionContext, config: RejectionConfig
 
 
 @dg.asset(partitions_def=seed_sources, group_name="solutions", kinds={"parquet"},
-          deps=["rejection_samples", "augmented_responses", "question_pool"])
+          deps=["rejection_samples", "augmented_responses", "question_pool",
+                dg.AssetDep("synthesized_responses", partition_mapping=dg.AllPartitionMapping())])
 def solutions(context: dg.AssetExecutionContext, store: TableStore) -> dg.MaterializeResult:
     """Curated question–solution pairs of one source: the first `target` correct DARS samples per
     question, the kept MuggleMath responses, and the seed reference solutions, each with its origin."""
@@ -146,7 +160,7 @@ def solutions(context: dg.AssetExecutionContext, store: TableStore) -> dg.Materi
     pool = store.read("question_pool", source)
     samples = store.read("rejection_samples", source) if store.exists("rejection_samples", source) else None
     augmented = store.read("augmented_responses", source) if store.exists("augmented_responses", source) else None
-    table, counts_ = solution_rows(pool, samples, augmented)
+    table, counts_ = solution_rows(pool, samples, augmented, _synthesized_for(store, "synthesized_responses", source))
     path = store.write(table, "solutions", source)
     origins = pc.value_counts(table.column("origin")).to_pylist() if table.num_rows else []
     return dg.MaterializeResult(metadata={**table_metadata(table, path), **counts_metadata(counts_),

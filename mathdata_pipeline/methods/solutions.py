@@ -25,13 +25,15 @@ SOLUTION_SCHEMA = pa.schema([
 ])
 
 
-def solution_rows(pool: pa.Table, samples: pa.Table | None, augmented: pa.Table | None) -> tuple[pa.Table, dict[str, int]]:
+def solution_rows(pool: pa.Table, samples: pa.Table | None, augmented: pa.Table | None,
+                  synthesized: pa.Table | None = None) -> tuple[pa.Table, dict[str, int]]:
     """Build the solutions of one source.
 
     Inputs: the question pool; `rejection_samples` (with `target`) or None; `augmented_responses`
-    (with `kept`) or None. Output: (SOLUTION_SCHEMA table, counts per kind). Rows: every seed
-    reference solution (model "reference"), the curated correct DARS samples (method "dart"), and
-    the kept MuggleMath responses (method "mugglemath").
+    (with `kept`) or None; `synthesized_responses` (with `kept`) or None. Output: (SOLUTION_SCHEMA
+    table, counts per kind). Rows: every seed reference solution (model "reference"), the curated
+    correct DARS samples (method "dart"), the kept MuggleMath responses (method "mugglemath") and
+    the kept ScaleQuest responses (method "scalequest").
     """
     problems = {r["problem_id"]: r for r in pool.to_pylist()}
     rows = []
@@ -41,10 +43,12 @@ def solution_rows(pool: pa.Table, samples: pa.Table | None, augmented: pa.Table 
                          "origin": "seed", "method": "reference", "question": p["question"],
                          "response": p["reference_solution"], "reference_answer": p["reference_answer"],
                          "extracted_answer": p["reference_answer"], "model": "reference"})
-    counts = {"seed_solutions": len(rows), "dart_solutions": 0, "mugglemath_solutions": 0}
+    counts = {"seed_solutions": len(rows), "dart_solutions": 0, "mugglemath_solutions": 0, "scalequest_solutions": 0}
     for table, method, key in ((curate(samples) if samples is not None else None, "dart", "dart_solutions"),
                                (augmented.filter(augmented.column("kept")) if augmented is not None else None,
-                                "mugglemath", "mugglemath_solutions")):
+                                "mugglemath", "mugglemath_solutions"),
+                               (synthesized.filter(synthesized.column("kept")) if synthesized is not None else None,
+                                "scalequest", "scalequest_solutions")):
         for s in (table.to_pylist() if table is not None else []):
             p = problems.get(s["problem_id"])
             if p is None:  # the question left the pool (duplicate or benchmark overlap)

@@ -8,7 +8,9 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from mathdata_pipeline.methods.sources import SourcesConfig, data_dir, load_sources_config
+from mathdata_pipeline.methods.readers import InputError
+from mathdata_pipeline.methods.sources import (ProblemSourceSpec, SourcesConfig, data_dir, discover_seed_files,
+                                               load_sources_config, seed_drop_dir, spec_for_seed_file)
 
 
 class DataSources(dg.ConfigurableResource):
@@ -30,3 +32,22 @@ class DataSources(dg.ConfigurableResource):
         if self.data_dir:
             return Path(os.path.expanduser(self.data_dir))
         return data_dir()
+
+    def seed_files(self) -> dict[str, Path]:
+        """Seed files dropped into the watched folder (see `methods/sources.seed_drop_dir`)."""
+        return discover_seed_files(seed_drop_dir(self.base()))
+
+    def seed_source_names(self) -> list[str]:
+        """Configured seed sources plus dropped seed files, sorted."""
+        return sorted(set(self.config().seed_sources) | set(self.seed_files()))
+
+    def seed_spec(self, name: str) -> ProblemSourceSpec:
+        """The spec of seed source `name`: its sources.yaml entry, else its dropped file's mapping."""
+        configured = self.config().seed_sources
+        if name in configured:
+            return configured[name]
+        files = self.seed_files()
+        if name not in files:
+            raise InputError(name, f"not a configured seed source ({', '.join(sorted(configured))}) "
+                                   f"and no file for it in {seed_drop_dir(self.base())}")
+        return spec_for_seed_file(files[name])

@@ -46,12 +46,15 @@ class LLMResource(dg.ConfigurableResource):
             self._engine = build_engine(load_profile(self.profile_name()))
         return self._engine
 
+    def ledger_path(self, ledger_name: str) -> Path:
+        """The SQLite file of ledger `ledger_name`."""
+        return (Path(self.ledger_dir) if self.ledger_dir else default_ledger_dir()) / f"{ledger_name}.sqlite"
+
     def generate(self, context: dg.AssetExecutionContext | None, requests: Sequence[Request], *, ledger_name: str,
                  row_ids: Sequence[str] | None = None) -> tuple[list[Result], GenerationStats]:
         """Run `requests` through the ledger `ledger_name`; see `engines.runner.run_requests`."""
         log = context.log.info if context is not None else print
-        path = Path(self.ledger_dir) if self.ledger_dir else default_ledger_dir()
-        with RequestLedger(path / f"{ledger_name}.sqlite") as ledger:
+        with RequestLedger(self.ledger_path(ledger_name)) as ledger:
             return run_requests(self.engine(), ledger, requests, row_ids=row_ids, log=log,
                                 progress_interval=self.progress_interval_s, max_error_share=self.max_error_share)
 
@@ -60,8 +63,7 @@ class LLMResource(dg.ConfigurableResource):
         """Log-probabilities of (prompt, completion) pairs through the ledger `ledger_name`; see
         `engines.runner.run_scores`."""
         log = context.log.info if context is not None else print
-        path = Path(self.ledger_dir) if self.ledger_dir else default_ledger_dir()
-        with RequestLedger(path / f"{ledger_name}.sqlite") as ledger:
+        with RequestLedger(self.ledger_path(ledger_name)) as ledger:
             return run_scores(self.engine(), ledger, pairs, log=log, progress_interval=self.progress_interval_s)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:

@@ -1,0 +1,79 @@
+"""ScaleQuest through Dagster with the embedded model: one shard of synthesized questions through
+every filter (rejected rows kept with reasons), best-of-n responses, and the kept pairs reaching
+`question_pool` and `solutions` with origin `synthesized`."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pyarrow.compute as pc
+import pytest
+
+from mathdata_pipeline.assets.partitions import register_seed_sources
+from mathdata_pipeline.definitions import ASSETS
+from mathdata_pipeline.resources.data_sources import DataSources
+from mathdata_pipeline.resources.llm import LLMResource
+from mathdata_pipeline.resources.table_store import TableStore
+
+pytestmark = pytest.mark.slow
+
+SYNTH = {"questions_per_shard": 6, "max_tokens": 64, "judge_max_tokens": 96, "solver_samples": 2,
+         "solver_max_tokens": 96, "min_agreement": 0.5, "difficulty_fraction": 0.5, "reference_verdict": True}
+
+
+@pytest.fixture(scope="module")
+def shard(tmp_path_factory, data_root):
+    store = TableStore(root=str(tmp_path_factory.mktemp("storage")))
+    ledger = tmp_path_factory.mktemp("ledger")
+    resources = {"store": store, "sources": DataSources(data_dir=str(data_root)),
+                 "llm": LLMResource(ledger_dir=str(ledger), progress_interval_s=5)}
+    with dg.instance_for_test() as instance:
+        register_seed_sources(instance)
+        dg.materialize(ASSETS, selection=["eval_benchmarks", "contamination_index"], instance=instance, resources=resources)
+        result = dg.materialize(ASSETS, selection=["synthesized_questions", "synthesized_responses"], partition_key="000",
+                                instance=instance, resources=resources, run_config={"ops": {"synthesized_questions": {"config": SYNTH}}})
+        rerun = dg.materialize(ASSETS, selection=["synthesized_questions"], partition_key="000", instance=instance,
+                               resources=resources, run_config={"ops": {"synthesized_questions": {"config": SYNTH}}})
+        pool = dg.materialize(ASSETS, selection=["seed_problems", "question_pool", "solutions"], partition_key="math",
+                              instance=instance, resources=resources)
+        yield store, result, rerun, pool
+
+
+def _meta(result, key):
+    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(key)]
+    return event.materialization.metadata
+
+
+def test_every_generated_question_is_kept_or_audited_with_a_reason(shard):
+    store, result, _, _ = shard
+    kept = store.read("synthesized_questions", "000")
+    audit = store.read("synthesis_audit", "000")
+    meta = _meta(result, "synthesized_questions")
+    assert meta["generated"].value == 6 == kept.num_rows + audit.num_rows
+    assert all(audit.column("reason").to_pylist()) and set(audit.column("filter_step").to_pylist()) <= {
+        "empty", "language", "near_duplicate", "contamination", "solvability", "solver_answer", "difficulty"}
+    for step in ("language", "near_duplicate", "contamination", "solvability"):
+        assert f"filter/{step}" in meta
+    assert meta["completion_tokens"].value > 0 and meta["requests"].value > 0
+    assert set(kept.column("origin").to_pylist()) <= {"synthesized"}
+    assert all(kept.column("reference_answer").to_pylist())
+
+
+def test_rerun_reuses_every_request(shard):
+    _, _, rerun, _ = shard
+    meta = _meta(rerun, "synthesized_questions")
+    assert meta["cache_hits"].value == meta["requests"].value
+
+
+def test_one_response_kept_per_question_and_pairs_reach_the_pool(shard):
+    store, _, _, _ = shard
+    kept = store.read("synthesized_questions", "000")
+    responses = store.read("synthesized_responses", "000")
+    chosen = responses.filter(pc.field("kept"))
+    assert chosen.num_rows <= kept.num_rows
+    assert len(set(chosen.column("problem_id").to_pylist())) == chosen.num_rows
+    pool = store.read("question_pool", "math")
+    synthesized_in_pool = pool.filter(pc.field("origin") == "synthesized")
+    assert synthesized_in_pool.num_rows == kept.num_rows
+    solutions = store.read("solutions", "math").filter(pc.field("method") == "scalequest")
+    assert solutions.num_rows == chosen.num_rows
+    assert set(solutions.column("origin").to_pylist()) <= {"synthesized"}
