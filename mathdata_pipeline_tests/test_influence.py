@@ -97,8 +97,9 @@ def test_prune_rules_exact_masks_and_tie_breaking():
 def test_prune_by_score_keeps_high_low_or_middle():
     ids = ["a", "b", "c", "d", "e", "f"]
     scores = np.array([3.0, 1.0, 2.0, 5.0, 4.0, 1.0])
-    assert prune_by_score(ids, scores, 0.5, keep="high").tolist() == [False, False, False, True, True, False]
-    assert prune_by_score(ids, scores, 0.5, keep="low").tolist() == [True, True, True, False, False, False]
+    # High: drops the three lowest, 1 ("b"), 1 ("f") and 2 ("c"); low: the three highest, 5, 4, 3.
+    assert prune_by_score(ids, scores, 0.5, keep="high").tolist() == [True, False, False, True, True, False]
+    assert prune_by_score(ids, scores, 0.5, keep="low").tolist() == [False, True, True, False, False, True]
     # Middle: 3 dropped, one from the bottom ("b" before "f" on the tie) and two from the top.
     assert prune_by_score(ids, scores, 0.5, keep="middle").tolist() == [True, False, True, False, False, True]
 
