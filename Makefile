@@ -16,6 +16,9 @@ export DAGSTER_HOME      ?= $(abspath .dagster_home)
 export HF_HUB_OFFLINE    ?= $(if $(MATHDATA_DATA_DIR),1,)
 export DAGSTER_DISABLE_TELEMETRY ?= 1
 export PYTHONUNBUFFERED  ?= 1
+# llama-cpp-python compiles from source. A -march=native build can pick AMX tile instructions that a
+# virtualized CPU advertises but does not enable (SIGILL on the first batched matmul); AVX2 is portable.
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
 .PHONY: help setup demo test ui bench clean
 
