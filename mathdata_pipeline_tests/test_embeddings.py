@@ -107,16 +107,11 @@ def test_cache_embeds_each_text_once_and_only_grows(tmp_path, sentence_embedder,
 
 
 @pytest.fixture(scope="session")
-def smollm2_folder(tmp_path_factory) -> str:
-    """The embedded SmolLM2 saved once as a transformers folder (reloads in about a second)."""
-    from mathdata_pipeline.methods.hf_models import load_causal_lm
+def smollm2_folder() -> str:
+    """The embedded SmolLM2 as a transformers folder (the dequantized copy in the model cache)."""
+    from mathdata_pipeline.methods.hf_models import embedded_checkpoint
 
-    folder = tmp_path_factory.getbasetemp() / "smollm2_transformers"
-    if not (folder / "config.json").is_file():
-        model, tokenizer = load_causal_lm("embedded")
-        model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-    return str(folder)
+    return str(embedded_checkpoint())
 
 
 @pytest.mark.slow

@@ -6,12 +6,11 @@ from __future__ import annotations
 import gguf
 import numpy as np
 import pytest
-import torch
 
 from mathdata_pipeline.engines.base import Request, SamplingParams
 from mathdata_pipeline.engines.local import LocalEngine, embedded_gguf_path
 from mathdata_pipeline.methods.gguf_export import export_gguf, permute_for_llama_cpp
-from mathdata_pipeline.methods.hf_models import load_causal_lm
+from mathdata_pipeline.methods.hf_models import embedded_checkpoint, load_causal_lm
 
 QUESTION_PREFIX = ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
                    "<|im_start|>user\n")
@@ -28,12 +27,11 @@ SCORE_TOLERANCE_PER_TOKEN = 0.05
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """(model, hf_dir, gguf_path): the embedded model, saved by transformers and exported to F16."""
-    model, tokenizer = load_causal_lm("embedded")
-    hf_dir = tmp_path_factory.mktemp("embedded") / "hf"
-    model.save_pretrained(hf_dir)
-    tokenizer.save_pretrained(hf_dir)
-    out = export_gguf(hf_dir, embedded_gguf_path(), hf_dir.parent / "embedded-f16.gguf", dtype="f16")
+    """(model, hf_dir, gguf_path): the embedded model, its dequantized transformers checkpoint and
+    that checkpoint exported to F16."""
+    model, _ = load_causal_lm("embedded")
+    hf_dir = embedded_checkpoint()
+    out = export_gguf(hf_dir, embedded_gguf_path(), tmp_path_factory.mktemp("export") / "embedded-f16.gguf", dtype="f16")
     return model, hf_dir, out
 
 
@@ -72,10 +70,14 @@ def test_metadata_is_copied_and_file_type_is_f16(exported):
 
 
 def test_q_and_k_are_stored_in_llama_cpp_row_order(exported):
-    """The embedded model's weights are the Q4_1 file dequantized and un-permuted by transformers, so
-    re-permuting them must reproduce the file's dequantized tensors exactly."""
-    model, _, _ = exported
+    """The embedded model (read from its cached checkpoint) is the Q4_1 file dequantized, with q and
+    k un-permuted by transformers, so re-permuting them must reproduce the file's tensors exactly."""
+    model, hf_dir, _ = exported
+    assert model.name_or_path == str(hf_dir)
     template = {t.name: t for t in gguf.GGUFReader(str(embedded_gguf_path())).tensors}
+    down = template["blk.3.ffn_down.weight"]
+    assert np.array_equal(model.model.layers[3].mlp.down_proj.weight.detach().numpy(),
+                          gguf.quants.dequantize(down.data, down.tensor_type))
     attention = model.model.layers[3].self_attn
     for name, weight, heads in (("blk.3.attn_q.weight", attention.q_proj.weight, model.config.num_attention_heads),
                                 ("blk.3.attn_k.weight", attention.k_proj.weight, model.config.num_key_value_heads)):
@@ -85,14 +87,30 @@ def test_q_and_k_are_stored_in_llama_cpp_row_order(exported):
         assert not np.array_equal(hf, stored)  # the permutation is not the identity
 
 
-def test_round_trip_through_transformers(exported):
+def test_every_written_tensor_is_the_checkpoint_in_f16(exported):
+    """Read back with the GGUF reader: each tensor equals the checkpoint's (q and k in llama.cpp row
+    order), up to float16 rounding of matrices; norms stay float32 and exact."""
     model, _, path = exported
-    reloaded, _ = load_causal_lm(str(path))
-    original = model.state_dict()
-    for name, tensor in reloaded.state_dict().items():
-        expected = original[name]
-        # float16 storage: relative rounding error at most 2**-11, plus underflow near zero
-        assert torch.allclose(tensor, expected, rtol=2 ** -10, atol=1e-6), name
+    config = model.config
+    by_gguf_name = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
+    written = {t.name: t for t in gguf.GGUFReader(str(path)).tensors}
+    checked = 0
+    for hf_name, tensor in model.state_dict().items():
+        if hf_name == "lm_head.weight":  # tied to the token embeddings, not written
+            continue
+        expected = tensor.numpy()
+        if hf_name.endswith("q_proj.weight"):
+            expected = permute_for_llama_cpp(expected, config.num_attention_heads)
+        elif hf_name.endswith("k_proj.weight"):
+            expected = permute_for_llama_cpp(expected, config.num_key_value_heads)
+        stored = written[by_gguf_name.get_name(hf_name, try_suffixes=(".weight", ".bias"))]
+        values = gguf.quants.dequantize(stored.data, stored.tensor_type).reshape(expected.shape)
+        if expected.ndim == 1:
+            assert np.array_equal(values, expected), hf_name
+        else:  # relative rounding at most 2**-11, plus underflow near zero
+            assert np.allclose(values, expected, rtol=2 ** -10, atol=1e-6), hf_name
+        checked += 1
+    assert checked == len(written)
 
 
 def test_mismatched_template_is_refused(exported, tmp_path):

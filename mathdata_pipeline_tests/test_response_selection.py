@@ -30,23 +30,20 @@ def sequence_classifier_dir(tmp_path_factory) -> str:
     seeded random score head, saved as a transformers folder. Built once per session under the
     session's base temp folder, also when another test module imports this fixture."""
     import torch
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from mathdata_pipeline.methods.hf_models import load_causal_lm
+    from mathdata_pipeline.methods.hf_models import embedded_checkpoint
 
     root = tmp_path_factory.getbasetemp() / "sequence_classifier"
-    if (root / "cls" / "config.json").is_file():
-        return str(root / "cls")
-    model, tokenizer = load_causal_lm("embedded")
-    model.save_pretrained(root / "lm")
-    tokenizer.save_pretrained(root / "lm")
-    del model
+    if (root / "config.json").is_file():
+        return str(root)
+    tokenizer = AutoTokenizer.from_pretrained(embedded_checkpoint())
     torch.manual_seed(0)
-    classifier = AutoModelForSequenceClassification.from_pretrained(root / "lm", num_labels=1)
+    classifier = AutoModelForSequenceClassification.from_pretrained(embedded_checkpoint(), num_labels=1)
     classifier.config.pad_token_id = tokenizer.pad_token_id
-    classifier.save_pretrained(root / "cls")
-    tokenizer.save_pretrained(root / "cls")
-    return str(root / "cls")
+    classifier.save_pretrained(root)
+    tokenizer.save_pretrained(root)
+    return str(root)
 
 
 @pytest.fixture(scope="module")
