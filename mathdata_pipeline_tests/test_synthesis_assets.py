@@ -12,12 +12,16 @@ from mathdata_pipeline.assets.partitions import register_seed_sources
 from mathdata_pipeline.definitions import ASSETS
 from mathdata_pipeline.resources.data_sources import DataSources
 from mathdata_pipeline.resources.llm import LLMResource
+from mathdata_pipeline.resources.selector import KCenterSelector
 from mathdata_pipeline.resources.table_store import TableStore
 
 pytestmark = pytest.mark.slow
 
-SYNTH = {"questions_per_shard": 6, "max_tokens": 64, "judge_max_tokens": 96, "solver_samples": 2,
-         "solver_max_tokens": 96, "min_agreement": 0.5, "difficulty_fraction": 0.5, "reference_verdict": True}
+# The base SmolLM2 writes general requests, not math problems (the paper's reason for QFT), and a
+# judge rejects all of them; the judge is off here so rows reach the solver, the vote, the
+# difficulty rule and the pool. The verdict parser is tested in test_question_filters.py.
+SYNTH = {"questions_per_shard": 5, "max_tokens": 64, "solvability": False, "solver_samples": 2,
+         "solver_max_tokens": 96, "min_agreement": 0.5, "difficulty_fraction": 0.5}
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +29,7 @@ def shard(tmp_path_factory, data_root):
     store = TableStore(root=str(tmp_path_factory.mktemp("storage")))
     ledger = tmp_path_factory.mktemp("ledger")
     resources = {"store": store, "sources": DataSources(data_dir=str(data_root)),
-                 "llm": LLMResource(ledger_dir=str(ledger), progress_interval_s=5)}
+                 "llm": LLMResource(ledger_dir=str(ledger), progress_interval_s=5), "selector": KCenterSelector()}
     with dg.instance_for_test() as instance:
         register_seed_sources(instance)
         dg.materialize(ASSETS, selection=["eval_benchmarks", "contamination_index"], instance=instance, resources=resources)
@@ -48,13 +52,14 @@ def test_every_generated_question_is_kept_or_audited_with_a_reason(shard):
     kept = store.read("synthesized_questions", "000")
     audit = store.read("synthesis_audit", "000")
     meta = _meta(result, "synthesized_questions")
-    assert meta["generated"].value == 6 == kept.num_rows + audit.num_rows
+    assert meta["generated"].value == 5 == kept.num_rows + audit.num_rows
     assert all(audit.column("reason").to_pylist()) and set(audit.column("filter_step").to_pylist()) <= {
         "empty", "language", "near_duplicate", "contamination", "solvability", "solver_answer", "difficulty"}
-    for step in ("language", "near_duplicate", "contamination", "solvability"):
+    for step in ("language", "near_duplicate", "contamination", "solver_answer", "difficulty"):
         assert f"filter/{step}" in meta
     assert meta["completion_tokens"].value > 0 and meta["requests"].value > 0
-    assert set(kept.column("origin").to_pylist()) <= {"synthesized"}
+    assert kept.num_rows >= 1, "some questions must survive to test the rest of the chain"
+    assert set(kept.column("origin").to_pylist()) == {"synthesized"}
     assert all(kept.column("reference_answer").to_pylist())
 
 

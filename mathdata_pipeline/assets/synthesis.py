@@ -237,22 +237,22 @@ def synthesized_questions(context: dg.AssetExecutionContext, config: SynthesisCo
         stats.append(run_stats)
         steps.append(qf.solvability_filter(kept, [getattr(r, "text", "") for r in results], reference_behaviour=config.reference_verdict))
     kept = steps[-1].kept
-    if kept.num_rows:
-        votes = _solver_samples(context, config, llm, kept, stats)
-        store.write(votes, "synthesis_samples", shard)
-        first = {}
-        for r in votes.select(["problem_id", "majority_answer", "agreement"]).to_pylist():
-            first.setdefault(r["problem_id"], r)
-        answers = [first[p]["majority_answer"] for p in kept.column("problem_id").to_pylist()]
-        kept = kept.set_column(kept.schema.get_field_index("reference_answer"), "reference_answer", pa.array(answers, pa.string()))
-        steps.append(qf.apply_mask(kept, [a is not None for a in answers],
-                                   [None if a is not None else "no majority answer among the solver's samples" for a in answers],
-                                   "solver_answer"))
-        kept = steps[-1].kept
-        difficulty = (np.asarray([1.0 - first[p]["agreement"] for p in kept.column("problem_id").to_pylist()]) if config.difficulty == "solver"
-                      else qf.difficulty_scores_from_model(kept.column("question").to_pylist(), config.scorer_model))
-        steps.append(qf.difficulty_sampling(kept, difficulty, rule=config.difficulty_rule, fraction=config.difficulty_fraction,
-                                            threshold=config.difficulty_threshold, seed=0, id_column="problem_id"))
+    votes = _solver_samples(context, config, llm, kept, stats)
+    store.write(votes, "synthesis_samples", shard)
+    first = {}
+    for r in votes.select(["problem_id", "majority_answer", "agreement"]).to_pylist():
+        first.setdefault(r["problem_id"], r)
+    answers = [first[p]["majority_answer"] for p in kept.column("problem_id").to_pylist()]
+    kept = kept.set_column(kept.schema.get_field_index("reference_answer"), "reference_answer", pa.array(answers, pa.string()))
+    steps.append(qf.apply_mask(kept, [a is not None for a in answers],
+                               [None if a is not None else "no majority answer among the solver's samples" for a in answers],
+                               "solver_answer"))
+    kept = steps[-1].kept
+    difficulty = (np.asarray([1.0 - first[p]["agreement"] for p in kept.column("problem_id").to_pylist()])
+                  if config.difficulty == "solver" or kept.num_rows == 0
+                  else qf.difficulty_scores_from_model(kept.column("question").to_pylist(), config.scorer_model))
+    steps.append(qf.difficulty_sampling(kept, difficulty, rule=config.difficulty_rule, fraction=config.difficulty_fraction,
+                                        threshold=config.difficulty_threshold, seed=0, id_column="problem_id"))
     final = steps[-1].kept
     audit = pa.concat_tables([s.rejected.select(["problem_id", "question", "filter_step", "reason"]) for s in steps])
     audit_path = store.write(audit, "synthesis_audit", shard)

@@ -19,7 +19,6 @@ import pyarrow as pa
 from mathdata_pipeline.methods.decontamination import ContaminationIndex
 from mathdata_pipeline.methods.response_selection import (
     SequenceScorer,
-    most_common_answer,
 )
 from mathdata_pipeline.methods.text import stable_hash
 
