@@ -22,11 +22,7 @@ def bar_chart(title: str, labels: list[str], series: dict[str, list[float]]) -> 
     ax.set_xticks([x + width * (len(series) - 1) / 2 for x in range(len(labels))], labels, fontsize=8)
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()})")
+    return _markdown_image(fig, title)
 
 
 def coverage_plot(title: str, embeddings, selected) -> dg.MetadataValue:
@@ -49,6 +45,13 @@ def coverage_plot(title: str, embeddings, selected) -> dg.MetadataValue:
     ax.set_xticks([])
     ax.set_yticks([])
     ax.legend(fontsize=8)
+    return _markdown_image(fig, title)
+
+
+def _markdown_image(fig, title: str) -> dg.MetadataValue:
+    """Close `fig` and return it as an inline PNG in a markdown metadata value."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")

@@ -50,7 +50,8 @@ import numpy as np
 STORAGES = ("float32", "float16")
 DEVICES = ("cpu", "cuda")
 DEFAULT_BLOCK_SIZE = 512
-_CHUNK_ROWS = 65_536  # rows per chunk when copying, validating or splitting a scan across threads
+_CHUNK_ROWS = 65_536  # rows per chunk when copying or validating
+_PARALLEL_MIN_ROWS = 16_384  # rows per thread below which an update stays on one thread
 _KMEANS_ITERATIONS = 10
 _KMEANS_POINTS_PER_CENTROID = 64
 _RADIUS_SLACK = 1e-5  # relative slack on block radii (they are upper bounds)
@@ -250,15 +251,22 @@ class _BlockTraversal:
         if self.storage == "float16":
             self.torch.mv(self.rows_t[start:stop], center, out=self.dots16[start:stop])
             np.copyto(out, self.dots16[start:stop].numpy())
-        elif self.workers > 1 and stop - start >= 2 * _CHUNK_ROWS:
-            bounds = np.linspace(start, stop, self.workers + 1).astype(int)
-            jobs = [self.pool.submit(np.vecdot, self.rows[a:b], center, out=self.dots[a:b])
-                    for a, b in zip(bounds[:-1], bounds[1:])]
-            for job in jobs:
-                job.result()
         else:
             np.vecdot(self.rows[start:stop], center, out=out)
         return out
+
+    def _update_blocks(self, blocks: np.ndarray, center: np.ndarray, center_sq: np.float32) -> None:
+        """Lower the running minima of the rows of `blocks` (sorted block ids) with the new center,
+        one contiguous run of blocks at a time, and refresh those blocks' maxima."""
+        breaks = np.flatnonzero(np.diff(blocks) != 1)
+        for first, last in zip(blocks[np.r_[0, breaks + 1]], blocks[np.r_[breaks, -1]] + 1):
+            a, b = self.starts[first], self.starts[last]
+            d2 = self._dot(a, b, center)
+            d2 *= -2
+            d2 += self.sq_norms[a:b]
+            d2 += center_sq
+            np.minimum(self.min_d2[a:b], d2, out=self.min_d2[a:b])
+            self._refresh(first, last)
 
     def _visited_blocks(self, center32: np.ndarray, center_sq: np.float32) -> np.ndarray:
         """Blocks the new center can change; with pruning, the triangle-inequality survivors."""
@@ -284,17 +292,18 @@ class _BlockTraversal:
         center = self.torch.from_numpy(self.rows[position].copy()) if self.storage == "float16" else center32
         center_sq = self.sq_norms[position]
         visited = self._visited_blocks(center32, center_sq)
-        if len(visited):
-            breaks = np.flatnonzero(np.diff(visited) != 1)
-            for first, last in zip(visited[np.r_[0, breaks + 1]], visited[np.r_[breaks, -1]] + 1):
-                a, b = self.starts[first], self.starts[last]
-                d2 = self._dot(a, b, center)
-                d2 *= -2
-                d2 += self.sq_norms[a:b]
-                d2 += center_sq
-                np.minimum(self.min_d2[a:b], d2, out=self.min_d2[a:b])
-                self._refresh(first, last)
-                self.stats["rows_updated"] += int(b - a)
+        sizes = self.starts[visited + 1] - self.starts[visited]
+        rows = int(sizes.sum())
+        parts = min(self.workers, rows // _PARALLEL_MIN_ROWS) if self.storage == "float32" else 1
+        if parts > 1:  # threads take equal shares of the visited rows, cut at block boundaries
+            cuts = np.searchsorted(np.cumsum(sizes), np.arange(1, parts) * rows / parts)
+            jobs = [self.pool.submit(self._update_blocks, share, center, center_sq)
+                    for share in np.split(visited, cuts) if len(share)]
+            for job in jobs:
+                job.result()
+        elif len(visited):
+            self._update_blocks(visited, center, center_sq)
+        self.stats["rows_updated"] += rows
         self.min_d2[position] = -1.0
         if self.excluded is not None:
             self.excluded[position] = True
