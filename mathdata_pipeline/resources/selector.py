@@ -1,4 +1,4 @@
-"""The k-center selector resource: k-center greedy on the CPU (numpy, blocked, pruned) or the GPU."""
+"""The k-center selector resource: k-center greedy on the CPU (numpy, blocked, optionally pruned) or the GPU."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ class KCenterSelector(dg.ConfigurableResource):
 
     device: str = Field(default="cpu", description="cpu or cuda")
     storage: str = Field(default="float32", description="float32 or float16 storage of the embedding matrix")
-    prune: bool = Field(default=True, description="skip blocks that the triangle inequality rules out")
+    prune: bool = Field(default=False, description="skip blocks that the triangle inequality rules out (off by "
+                        "default: the plain scan was faster on 2 CPU cores, benchmarks/RESULTS.md)")
 
     def select(self, x: np.ndarray, k: int, *, seed: int, initial: Sequence[int] = (), groups: np.ndarray | None = None,
                quotas: Mapping[str, int] | None = None) -> KCenterResult:
