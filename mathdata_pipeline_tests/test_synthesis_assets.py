@@ -4,6 +4,8 @@ every filter (rejected rows kept with reasons), best-of-n responses, and the kep
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
 import pyarrow.compute as pc
 import pytest
@@ -23,6 +25,11 @@ pytestmark = pytest.mark.slow
 SYNTH = {"questions_per_shard": 5, "max_tokens": 64, "solvability": False, "solver_samples": 2,
          "solver_max_tokens": 96, "min_agreement": 0.5, "difficulty_fraction": 0.5}
 
+# A tiny QFT on the math seeds (QPO's own training is tested in test_generator_training.py), then
+# a shard written by the trained generator through its exported GGUF.
+QFT = {"qft_questions": 8, "qft_max_steps": 2, "qft_learning_rate": 0.0001, "qpo": False}
+TRAINED = {**SYNTH, "generator": "trained", "questions_per_shard": 3, "max_tokens": 48}
+
 
 @pytest.fixture(scope="module")
 def shard(tmp_path_factory, data_root):
@@ -39,7 +46,11 @@ def shard(tmp_path_factory, data_root):
                                resources=resources, run_config={"ops": {"synthesized_questions": {"config": SYNTH}}})
         pool = dg.materialize(ASSETS, selection=["seed_problems", "question_pool", "solutions"], partition_key="math",
                               instance=instance, resources=resources)
-        yield store, result, rerun, pool
+        trained = dg.materialize(ASSETS, selection=["question_generator"], instance=instance, resources=resources,
+                                 run_config={"ops": {"question_generator": {"config": QFT}}})
+        from_trained = dg.materialize(ASSETS, selection=["synthesized_questions"], partition_key="001", instance=instance,
+                                      resources=resources, run_config={"ops": {"synthesized_questions": {"config": TRAINED}}})
+        yield store, result, rerun, pool, (trained, from_trained)
 
 
 def _meta(result, key):
@@ -48,7 +59,7 @@ def _meta(result, key):
 
 
 def test_every_generated_question_is_kept_or_audited_with_a_reason(shard):
-    store, result, _, _ = shard
+    store, result, _, _, _ = shard
     kept = store.read("synthesized_questions", "000")
     audit = store.read("synthesis_audit", "000")
     meta = _meta(result, "synthesized_questions")
@@ -64,13 +75,13 @@ def test_every_generated_question_is_kept_or_audited_with_a_reason(shard):
 
 
 def test_rerun_reuses_every_request(shard):
-    _, _, rerun, _ = shard
+    _, _, rerun, _, _ = shard
     meta = _meta(rerun, "synthesized_questions")
     assert meta["cache_hits"].value == meta["requests"].value
 
 
 def test_one_response_kept_per_question_and_pairs_reach_the_pool(shard):
-    store, _, _, _ = shard
+    store, _, _, _, _ = shard
     kept = store.read("synthesized_questions", "000")
     responses = store.read("synthesized_responses", "000")
     chosen = responses.filter(pc.field("kept"))
@@ -82,3 +93,15 @@ def test_one_response_kept_per_question_and_pairs_reach_the_pool(shard):
     solutions = store.read("solutions", "math").filter(pc.field("method") == "scalequest")
     assert solutions.num_rows == chosen.num_rows
     assert set(solutions.column("origin").to_pylist()) <= {"synthesized"}
+
+
+def test_question_generator_trains_and_its_model_writes_a_shard(shard):
+    store, result, _, _, (trained, from_trained) = shard
+    meta = _meta(trained, "question_generator")
+    assert meta["qft_steps"].value == 2 and meta["latest"].value == "qft"
+    assert (Path(meta["qft_model"].value) / "model.gguf").is_file()
+    questions = store.read("synthesized_questions", "001").num_rows + store.read("synthesis_audit", "001").num_rows
+    synthesis = _meta(from_trained, "synthesized_questions")
+    assert synthesis["generated"].value == 3 == questions
+    assert synthesis["generator"].value.startswith("qgen-qft@")  # the trained GGUF, not the base model
+    assert _meta(result, "synthesized_questions")["generator"].value == "HuggingFaceTB/SmolLM2-135M-Instruct"

@@ -38,7 +38,8 @@ class GeneratorConfig(dg.Config):
     """Question-generator training (METHODS.md §3.3): QFT on seed questions, then QPO on pairs
     (question rewritten by the optimizer LLM = chosen, original = rejected; `optimizer_profile`
     names its engine profile, empty = the llm resource's, e.g. an OpenAI-compatible GPT-4o-mini
-    profile as in the paper); QPO is skipped, and
+    profile as in the paper; `question_max_tokens` and `rewrite_max_tokens` cap the QFT model's
+    questions and the rewrites); QPO is skipped, and
     says why, when fewer than `qpo_min_pairs` rewrites parse. Paper defaults;
     `configs/demo.yaml` shrinks them to a few dozen CPU steps."""
 
@@ -51,7 +52,9 @@ class GeneratorConfig(dg.Config):
     qpo: bool = True
     qpo_questions: int = 10000
     qpo_rewrite: str = "solvability"
+    question_max_tokens: int = 1024
     optimizer_profile: str = ""
+    rewrite_max_tokens: int = 1024
     qpo_max_steps: int = 0
     qpo_learning_rate: float = 5e-7
     qpo_batch: int = 8
@@ -95,7 +98,7 @@ def question_generator(context: dg.AssetExecutionContext, config: GeneratorConfi
     """QFT (and QPO) of the question generator; the trained model sits under
     `<storage>/question_generator/{qft,qpo}/` as merged weights (`hf/`) and `model.gguf`."""
     prefix = _prefix(config.prefix, llm.engine())
-    seeds = solver_subset(store.read_all("seed_problems", columns=["problem_id", "question"]),
+    seeds = solver_subset(store.read_all("seed_problems", columns=["problem_id", "question", "reference_answer"]),
                           max_questions=config.qft_questions, salt="qft")
     root = generator_root(store)
     qft = train_qft(seeds.column("question").to_pylist(), prefix.prefix, prefix.end_of_turn, root / "qft",
@@ -107,13 +110,15 @@ def question_generator(context: dg.AssetExecutionContext, config: GeneratorConfi
     if config.qpo:
         stats: list[GenerationStats] = []
         with trained_engine(llm, root / "qft") as engine, RequestLedger(llm.ledger_path("qpo")) as ledger:
-            requests = synthesis_requests(prefix, config.qpo_questions, generator_id="qft", shard="qpo")
+            requests = synthesis_requests(prefix, config.qpo_questions, generator_id="qft", shard="qpo",
+                                          max_tokens=config.question_max_tokens)
             results, run_stats = run_requests(engine, ledger, requests, log=context.log.info)
             stats.append(run_stats)
         originals = [clean_question(r.text, prefix) if hasattr(r, "text") else "" for r in results]
         originals = [q for q in originals if q]
         optimizer = LLMResource(profile=config.optimizer_profile, ledger_dir=llm.ledger_dir) if config.optimizer_profile else llm
-        rewrites, rewrite_stats = optimizer.generate(context, [rewrite_messages_request(q, config.qpo_rewrite) for q in originals],
+        rewrites, rewrite_stats = optimizer.generate(context, [rewrite_messages_request(q, config.qpo_rewrite, config.rewrite_max_tokens)
+                                                               for q in originals],
                                                      ledger_name="qpo_rewrite")
         if optimizer is not llm:
             optimizer.engine().close()
@@ -136,9 +141,9 @@ def question_generator(context: dg.AssetExecutionContext, config: GeneratorConfi
     return dg.MaterializeResult(metadata={**metadata, "latest": final})
 
 
-def rewrite_messages_request(question: str, kind: str) -> Request:
+def rewrite_messages_request(question: str, kind: str, max_tokens: int) -> Request:
     """The optimizer LLM's request for one rewrite (greedy, as the paper's temperature 0)."""
-    return Request.chat(rewrite_messages(question, kind), SamplingParams(temperature=0.0, max_tokens=1024, seed=0))
+    return Request.chat(rewrite_messages(question, kind), SamplingParams(temperature=0.0, max_tokens=max_tokens, seed=0))
 
 
 class SynthesisConfig(dg.Config):
@@ -264,7 +269,8 @@ def synthesized_questions(context: dg.AssetExecutionContext, config: SynthesisCo
     total = GenerationStats.combine(stats)
     return dg.MaterializeResult(metadata={
         **table_metadata(final, path), **generation_metadata(total), **step_counts, "filter_chart": chart,
-        "generated": table.num_rows, "kept": final.num_rows, "audit_path": dg.MetadataValue.path(str(audit_path)),
+        "generated": table.num_rows, "kept": final.num_rows,
+        "generator": table.column("generator")[0].as_py() if table.num_rows else "", "audit_path": dg.MetadataValue.path(str(audit_path)),
         "question_tokens": generated_tokens,
         "tokens_per_kept_question": float(total.completion_tokens / final.num_rows) if final.num_rows else float("nan")},
         check_results=[check])
