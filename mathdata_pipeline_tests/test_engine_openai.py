@@ -169,7 +169,8 @@ def test_results_are_yielded_as_they_finish(make_engine):
     for index, result in engine.generate(requests):
         arrivals.append((time.monotonic() - started, index, result))
     assert [index for _, index, _ in arrivals] == [0, 1, 2, 3]
-    assert arrivals[-1][2].finish_reason == "length"
+    # Long, not necessarily 150 tokens: where it ends depends on the llama.cpp build's numerics.
+    assert arrivals[-1][2].completion_tokens >= 40, arrivals[-1]
     assert arrivals[0][0] < arrivals[-1][0] - 0.5, arrivals  # the first came well before the long one ended
 
 
