@@ -7,7 +7,8 @@ import pyarrow as pa
 from mathdata_pipeline.engines.base import Completion, RequestError, SamplingParams
 from mathdata_pipeline.methods.augmentation import vote_columns
 from mathdata_pipeline.methods.decontamination import build_index
-from mathdata_pipeline.methods.pool import build_question_pool, solver_subset
+from mathdata_pipeline.methods.candidates import candidate_rows
+from mathdata_pipeline.methods.pool import build_question_pool, drop_benchmark_overlap, solver_subset
 from mathdata_pipeline.methods.problems import PROBLEM_SCHEMA
 from mathdata_pipeline.methods.rejection import curate
 from mathdata_pipeline.methods.samples import SAMPLE_SCHEMA, SampleSpec, sample_rows, solve_request
@@ -34,6 +35,17 @@ def test_pool_dedups_drops_benchmark_overlap_and_fills_majority_answers():
     assert pool.column("problem_id").to_pylist() == ["a", "d", "e"]
     assert pool.column("reference_answer").to_pylist() == ["2", "4", None]
     assert dropped == {"dropped_duplicate_question": 1, "dropped_benchmark_overlap": 1}
+
+
+def test_general_candidates_overlapping_a_benchmark_are_dropped():
+    """The demo's MMLU pool held a MATH test item; candidates are filtered by their user turn."""
+    general = pa.table({"row_id": ["g1", "g2"], "source": ["mmlu", "mmlu"], "messages": [
+        [{"role": "user", "content": BENCH + " She sells the remainder at the market.\n\nA. 2\nB. 9"},
+         {"role": "assistant", "content": "The answer is B. 9"}],
+        [{"role": "user", "content": "Name a prime number."}, {"role": "assistant", "content": "7"}]]})
+    index = build_index([("gsm8k_test", "t1", BENCH + " She sells the remainder at the market.")])
+    kept, dropped = drop_benchmark_overlap(candidate_rows(None, general), index, id_column="candidate_id")
+    assert kept.column("candidate_id").to_pylist() == ["g2"] and dropped == 1
 
 
 def test_solver_subset_is_deterministic_and_needs_answers():

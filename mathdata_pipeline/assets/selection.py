@@ -13,16 +13,30 @@ import pyarrow.compute as pc
 
 from mathdata_pipeline.assets.contamination import CHECK_NAME as CONTAMINATION_CHECK
 from mathdata_pipeline.assets.contamination import contamination_check
-from mathdata_pipeline.assets.metadata import counts_metadata, generation_metadata, table_metadata
+from mathdata_pipeline.assets.metadata import (
+    counts_metadata,
+    generation_metadata,
+    table_metadata,
+)
 from mathdata_pipeline.assets.partitions import mixture_specs
 from mathdata_pipeline.assets.plots import bar_chart, coverage_plot
 from mathdata_pipeline.engines.runner import GenerationStats
 from mathdata_pipeline.methods import mixture as mix
 from mathdata_pipeline.methods.candidates import candidate_rows
-from mathdata_pipeline.methods.embeddings import EmbeddingCache, build_embedder, embed_with_cache, render_for_embedding
+from mathdata_pipeline.methods.embeddings import (
+    EmbeddingCache,
+    build_embedder,
+    embed_with_cache,
+    render_for_embedding,
+)
 from mathdata_pipeline.methods.mixture_spec import KindSpec, load_mixture_spec
+from mathdata_pipeline.methods.pool import drop_benchmark_overlap
 from mathdata_pipeline.methods.quality import quality_scores as quality_scores_of
-from mathdata_pipeline.methods.selection import Candidates, apply_influence_prune, select
+from mathdata_pipeline.methods.selection import (
+    Candidates,
+    apply_influence_prune,
+    select,
+)
 from mathdata_pipeline.resources.llm import LLMResource
 from mathdata_pipeline.resources.selector import KCenterSelector
 from mathdata_pipeline.resources.table_store import TableStore
@@ -55,12 +69,15 @@ def _matrix(table: pa.Table) -> np.ndarray:
     return column.values.to_numpy().reshape(len(column), -1).astype(np.float32, copy=False) if len(column) else np.zeros((0, 0), np.float32)
 
 
-@dg.asset(group_name="selection", kinds={"parquet"}, deps=["solutions", "general_pool"])
+@dg.asset(group_name="selection", kinds={"parquet"}, deps=["solutions", "general_pool", "contamination_index"])
 def embeddings(context: dg.AssetExecutionContext, config: EmbeddingsConfig, store: TableStore) -> dg.MaterializeResult:
     """One unit vector per QaDS candidate (every solution and general conversation), cached by
-    content hash: rows whose text did not change are never embedded again."""
+    content hash: rows whose text did not change are never embedded again. Candidates whose user
+    turn overlaps a benchmark (general sets such as MMLU hold MATH-like items) are dropped and
+    counted, so no selection can pick them."""
     candidates = candidate_rows(store.read_all("solutions"), store.read("general_pool"),
                                 max_per_group=config.max_per_group, seed=config.seed)
+    candidates, overlapping = drop_benchmark_overlap(candidates, store.read("contamination_index"), id_column="candidate_id")
     settings = ({"model": config.model, "batch_size": config.batch_size} if config.embedder == "sentence" else
                 {"source": config.model, "layer": config.layer, "pooling": config.pooling, "batch_size": config.batch_size})
     embedder = build_embedder(config.embedder, **settings)
@@ -74,6 +91,7 @@ def embeddings(context: dg.AssetExecutionContext, config: EmbeddingsConfig, stor
     return dg.MaterializeResult(metadata={**table_metadata(table.drop_columns(["embedding"]), path),
                                           "model_key": embedder.model_key, "dimensions": dim,
                                           **counts_metadata({"cache_hits": hits, "embedded": misses,
+                                                             "dropped_benchmark_overlap": overlapping,
                                                              **{f"candidates/{k['values']}": k["counts"] for k in kinds}})})
 
 

@@ -51,13 +51,13 @@ def build_question_pool(parts: dict[str, pa.Table], index_table: pa.Table) -> tu
     return table, dropped
 
 
-def drop_benchmark_overlap(table: pa.Table, index_table: pa.Table) -> tuple[pa.Table, int]:
-    """`table` (problem rows) without the rows whose question overlaps a benchmark item in the
-    contamination index; returns (kept rows, number dropped)."""
+def drop_benchmark_overlap(table: pa.Table, index_table: pa.Table, id_column: str = "problem_id") -> tuple[pa.Table, int]:
+    """`table` without the rows whose `question` overlaps a benchmark item in the contamination
+    index (`id_column` names each row); returns (kept rows, number dropped)."""
     audit = ContaminationIndex.from_table(index_table).find_matches(
-        zip(table.column("problem_id").to_pylist(), table.column("question").to_pylist()))
+        zip(table.column(id_column).to_pylist(), table.column("question").to_pylist()))
     overlapping = pa.array(sorted(set(audit.column("row_id").to_pylist())), pa.string())
-    return table.filter(pc.invert(pc.is_in(table.column("problem_id"), value_set=overlapping))), len(overlapping)
+    return table.filter(pc.invert(pc.is_in(table.column(id_column), value_set=overlapping))), len(overlapping)
 
 
 def solver_subset(pool: pa.Table, *, max_questions: int, salt: str) -> pa.Table:
