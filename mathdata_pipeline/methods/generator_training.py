@@ -37,7 +37,22 @@ DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
 @dataclass(frozen=True)
-class QftConfig:
+class AdapterSettings:
+    """What QFT and QPO share: LoRA (`use_lora`, rank `lora_r`, scale `lora_alpha`, dropout
+    `lora_dropout`, on `target_modules`; `use_lora=False` trains all weights) and the GGUF export
+    (`gguf_template`, `gguf_dtype`; see QftConfig)."""
+
+    use_lora: bool = True
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: tuple[str, ...] = DEFAULT_TARGET_MODULES
+    gguf_template: str = EMBEDDED
+    gguf_dtype: str = "f16"
+
+
+@dataclass(frozen=True)
+class QftConfig(AdapterSettings):
     """QFT settings; defaults are the paper's (METHODS.md §3.3 Step 1).
 
     `base`: "embedded", a transformers folder or a hub id (see `hf_models.load_causal_lm`).
@@ -59,17 +74,10 @@ class QftConfig:
     scheduler: str = "cosine"
     packing: bool = True
     seed: int = 0
-    use_lora: bool = True
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    target_modules: tuple[str, ...] = DEFAULT_TARGET_MODULES
-    gguf_template: str = EMBEDDED
-    gguf_dtype: str = "f16"
 
 
 @dataclass(frozen=True)
-class QpoConfig:
+class QpoConfig(AdapterSettings):
     """QPO (DPO) settings; defaults are the paper's (METHODS.md §3.3 Step 2).
 
     `beta` and `loss_type` are DPO's. `max_length` caps prompt + question tokens;
@@ -91,13 +99,6 @@ class QpoConfig:
     max_prompt_length: int = 1000
     eval_pairs: int = 100
     seed: int = 0
-    use_lora: bool = True
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    target_modules: tuple[str, ...] = DEFAULT_TARGET_MODULES
-    gguf_template: str = EMBEDDED
-    gguf_dtype: str = "f16"
 
 
 @dataclass

@@ -7,6 +7,7 @@ import json
 import pyarrow as pa
 
 from mathdata_pipeline.methods.problems import PROBLEM_SCHEMA
+from mathdata_pipeline.methods.response_selection import choose_responses
 from mathdata_pipeline.methods.text import stable_hash
 
 SYNTH_EXTRA = [pa.field("shard", pa.string()), pa.field("generator", pa.string()), pa.field("seed", pa.int64()),
@@ -41,8 +42,6 @@ def kept_responses(samples: pa.Table, questions: dict[str, str], scorer=None, *,
     Output: (samples with `kept`, `reward` and `choice` columns, counts of kept questions and of
     questions without a choice by reason).
     """
-    from mathdata_pipeline.methods.response_selection import choose_responses
-
     samples = samples.drop_columns([c for c in ("kept", "reward", "choice") if c in samples.column_names])
     rows = samples.to_pylist()
     by_question: dict[str, list[int]] = {}
