@@ -20,11 +20,11 @@ export PYTHONUNBUFFERED  ?= 1
 # virtualized CPU advertises but does not enable (SIGILL on the first batched matmul); AVX2 is portable.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: help setup demo test ui bench clean
+.PHONY: help setup demo test lint format ui bench clean
 
 help:
 	@echo "make demo   set up, then materialize the whole DAG on the embedded CPU default"
-	@echo "make test   set up, then run the full test suite"
+	@echo "make test   set up, then lint and run the full test suite"
 	@echo "make ui     dagster dev on 127.0.0.1 (DAGSTER_HOME=$(DAGSTER_HOME))"
 	@echo "make setup  create $(VENV) and install the project (idempotent)"
 
@@ -51,8 +51,17 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 demo: setup
 	$(PY) -m mathdata_pipeline.demo
 
-test: setup
+test: setup lint
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+# House style (settings in pyproject.toml): lint and format check; `make format` applies both.
+lint: setup
+	$(VENV)/bin/ruff check mathdata_pipeline mathdata_pipeline_tests benchmarks
+	$(VENV)/bin/ruff format --check mathdata_pipeline mathdata_pipeline_tests benchmarks
+
+format: setup
+	$(VENV)/bin/ruff check --fix mathdata_pipeline mathdata_pipeline_tests benchmarks
+	$(VENV)/bin/ruff format mathdata_pipeline mathdata_pipeline_tests benchmarks
 
 ui: setup
 	$(VENV)/bin/dagster dev -h 127.0.0.1 -p $${DAGSTER_PORT:-3000} -w workspace.yaml

@@ -32,7 +32,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mathdata_pipeline.methods.dars import (  # noqa: E402
+from mathdata_pipeline.common.text import problem_id, stable_hash  # noqa: E402
+from mathdata_pipeline.dart.dars import (  # noqa: E402
     DarsConfig,
     DarsState,
     difficulty_from_samples,
@@ -42,8 +43,7 @@ from mathdata_pipeline.methods.dars import (  # noqa: E402
     summary,
     update,
 )
-from mathdata_pipeline.methods.sources import data_dir  # noqa: E402
-from mathdata_pipeline.methods.text import problem_id, stable_hash  # noqa: E402
+from mathdata_pipeline.sources.config import data_dir  # noqa: E402
 
 LEVEL_PASS_RATE = {"Level 1": 0.8, "Level 2": 0.6, "Level 3": 0.4, "Level 4": 0.25, "Level 5": 0.1}
 UNKNOWN_LEVEL_PASS_RATE = 0.4  # MATH train has two "Level ?" problems
@@ -78,7 +78,7 @@ def run(config: DarsConfig, ids: list[str], outcomes: np.ndarray, n_d: int, budg
         graded = []
         for qid, n in plan:
             i = state.index[qid]
-            graded.extend((qid, ok) for ok in outcomes[i, state.n_trials[i]:state.n_trials[i] + n].tolist())
+            graded.extend((qid, ok) for ok in outcomes[i, state.n_trials[i] : state.n_trials[i] + n].tolist())
         state = update(state, graded)
     return state
 
@@ -99,7 +99,7 @@ def main() -> None:
     outcomes = np.random.default_rng(args.seed).random((len(ids), args.n_max), dtype=np.float32) < pass_rate[:, None]
     hard = pass_rate < HARD
     budget = args.vrt_trials * len(ids)
-    fail = difficulty_from_samples(np.full(len(ids), args.n_d), outcomes[:, :args.n_d].sum(axis=1))
+    fail = difficulty_from_samples(np.full(len(ids), args.n_d), outcomes[:, : args.n_d].sum(axis=1))
 
     states = {"vrt": run(DarsConfig("vrt", vrt_trials=args.vrt_trials), ids, outcomes, args.n_d, budget)}
     size = int(states["vrt"].n_correct.sum())
@@ -108,14 +108,20 @@ def main() -> None:
     states["uniform"] = run(DarsConfig("uniform", k_u=k_u, n_max=args.n_max), ids, outcomes, args.n_d, budget)
     states["prop2diff"] = run(DarsConfig("prop2diff", k_p=k_p, n_max=args.n_max), ids, outcomes, args.n_d, budget)
 
-    print("ORACLE IS SIMULATED: seeded Bernoulli with per-query pass rates from the MATH level "
-          f"(L1 0.8, L2 0.6, L3 0.4, L4 0.25, L5 0.1, logit jitter +-{args.jitter}, seed {args.seed}).")
+    print(
+        "ORACLE IS SIMULATED: seeded Bernoulli with per-query pass rates from the MATH level "
+        f"(L1 0.8, L2 0.6, L3 0.4, L4 0.25, L5 0.1, logit jitter +-{args.jitter}, seed {args.seed})."
+    )
     print("It measures the allocation policy only; the CPU model gets almost nothing right, so real samples would not.")
-    print(f"queries {len(ids)} (hard, true pass rate < {HARD}: {int(hard.sum())}), difficulty round n_d={args.n_d}, "
-          f"budget B={budget} raw samples (= VRT {args.vrt_trials}/query), n_max={args.n_max}, "
-          f"k_u={k_u}, k_p={k_p} (targets sum to VRT's {size} correct)")
-    header = f"{'strategy':<10} {'raw':>8} {'correct':>8} {'smp/corr':>8} {'hard cov':>8} {'all cov':>8} " \
-             f"{'reach':>6} {'hard corr %':>11} {'L5 correct':>10}"
+    print(
+        f"queries {len(ids)} (hard, true pass rate < {HARD}: {int(hard.sum())}), difficulty round n_d={args.n_d}, "
+        f"budget B={budget} raw samples (= VRT {args.vrt_trials}/query), n_max={args.n_max}, "
+        f"k_u={k_u}, k_p={k_p} (targets sum to VRT's {size} correct)"
+    )
+    header = (
+        f"{'strategy':<10} {'raw':>8} {'correct':>8} {'smp/corr':>8} {'hard cov':>8} {'all cov':>8} "
+        f"{'reach':>6} {'hard corr %':>11} {'L5 correct':>10}"
+    )
     print(header)
     coverage, per_correct, hard_share = {}, {}, {}
     for name, state in states.items():
@@ -124,20 +130,42 @@ def main() -> None:
         per_correct[name] = report["samples_per_correct"]
         reach = "-" if report["reach_ratio"] is None else f"{report['reach_ratio']:.3f}"
         hard_share[name] = int(state.n_correct[hard].sum()) / report["correct_samples"]
-        print(f"{name:<10} {report['raw_samples']:>8} {report['correct_samples']:>8} {per_correct[name]:>8.2f} "
-              f"{coverage[name]:>8.3f} {report['with_correct'] / len(ids):>8.3f} {reach:>6} "
-              f"{100 * hard_share[name]:>11.1f} {report['by_level']['Level 5']['correct_samples']:>10}")
-    ratios = {f"ratio_{name}_vs_vrt_hard_coverage": coverage[name] / coverage["vrt"] for name in ("uniform", "prop2diff")}
-    ratios |= {f"ratio_vrt_vs_{name}_samples_per_correct": per_correct["vrt"] / per_correct[name]
-               for name in ("uniform", "prop2diff")}
+        print(
+            f"{name:<10} {report['raw_samples']:>8} {report['correct_samples']:>8} {per_correct[name]:>8.2f} "
+            f"{coverage[name]:>8.3f} {report['with_correct'] / len(ids):>8.3f} {reach:>6} "
+            f"{100 * hard_share[name]:>11.1f} {report['by_level']['Level 5']['correct_samples']:>10}"
+        )
+    ratios = {
+        f"ratio_{name}_vs_vrt_hard_coverage": coverage[name] / coverage["vrt"] for name in ("uniform", "prop2diff")
+    }
+    ratios |= {
+        f"ratio_vrt_vs_{name}_samples_per_correct": per_correct["vrt"] / per_correct[name]
+        for name in ("uniform", "prop2diff")
+    }
     for key, value in ratios.items():
         print(f"{key}: {value:.3f}")
     elapsed = time.perf_counter() - began
     print(f"elapsed {elapsed:.1f} s")
-    print(json.dumps({"benchmark": "dars", "quick": args.quick, "oracle": "simulated_bernoulli", "queries": len(ids),
-                      "hard_queries": int(hard.sum()), "budget": budget, "n_d": args.n_d, "k_u": k_u, "k_p": k_p,
-                      "hard_coverage": coverage, "samples_per_correct": per_correct, "hard_correct_share": hard_share,
-                      **ratios, "elapsed_s": round(elapsed, 2)}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "dars",
+                "quick": args.quick,
+                "oracle": "simulated_bernoulli",
+                "queries": len(ids),
+                "hard_queries": int(hard.sum()),
+                "budget": budget,
+                "n_d": args.n_d,
+                "k_u": k_u,
+                "k_p": k_p,
+                "hard_coverage": coverage,
+                "samples_per_correct": per_correct,
+                "hard_correct_share": hard_share,
+                **ratios,
+                "elapsed_s": round(elapsed, 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mathdata_pipeline.assets.metadata import generation_metadata  # noqa: E402
+from mathdata_pipeline.common.metadata import generation_metadata  # noqa: E402
 from mathdata_pipeline.engines.base import Completion, Request, SamplingParams, derive_seed  # noqa: E402
-from mathdata_pipeline.resources.llm import LLMResource  # noqa: E402
+from mathdata_pipeline.engines.resources import LLMResource  # noqa: E402
 
 CHUNK = 4
 QUESTIONS = [
@@ -37,9 +37,13 @@ QUESTIONS = [
 
 def make_requests(count: int, max_tokens: int) -> list[Request]:
     """`count` sampled chat requests over a few GSM8K/MATH-style questions, each with its own seed."""
-    return [Request.chat([{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)] + " Think step by step."}],
-                         SamplingParams(temperature=0.8, top_p=0.95, max_tokens=max_tokens, seed=derive_seed("bench", i)))
-            for i in range(count)]
+    return [
+        Request.chat(
+            [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)] + " Think step by step."}],
+            SamplingParams(temperature=0.8, top_p=0.95, max_tokens=max_tokens, seed=derive_seed("bench", i)),
+        )
+        for i in range(count)
+    ]
 
 
 def main() -> None:
@@ -61,7 +65,7 @@ def main() -> None:
         raw_tokens = resource_tokens = 0
         raw_seconds = resource_seconds = 0.0
         for start in range(0, count, CHUNK):
-            chunk = requests[start:start + CHUNK]
+            chunk = requests[start : start + CHUNK]
             t0 = time.perf_counter()
             raw_tokens += sum(r.completion_tokens for _, r in engine.generate(chunk) if isinstance(r, Completion))
             t1 = time.perf_counter()
@@ -74,14 +78,25 @@ def main() -> None:
     raw_tps = raw_tokens / raw_seconds
     resource_tps = resource_tokens / resource_seconds
     ratio = resource_tps / raw_tps
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs; profile {args.profile}; "
-          f"{count} requests x up to {max_tokens} tokens")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs; profile {args.profile}; "
+        f"{count} requests x up to {max_tokens} tokens"
+    )
     print(f"raw engine     : {raw_tokens} tokens in {raw_seconds:.2f}s = {raw_tps:.1f} tokens/s")
     print(f"through ledger : {resource_tokens} tokens in {resource_seconds:.2f}s = {resource_tps:.1f} tokens/s")
     print(f"ratio          : {ratio:.3f} (goal >= 0.9)")
-    print(json.dumps({"benchmark": "generation", "profile": args.profile, "requests": count,
-                      "raw_tokens_per_second": round(raw_tps, 1), "tokens_per_second": round(resource_tps, 1),
-                      "ratio": round(ratio, 3)}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "generation",
+                "profile": args.profile,
+                "requests": count,
+                "raw_tokens_per_second": round(raw_tps, 1),
+                "tokens_per_second": round(resource_tps, 1),
+                "ratio": round(ratio, 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -32,9 +32,9 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from mathdata_pipeline.methods.grading import (  # noqa: E402
-    GradeResult,
+from mathdata_pipeline.grading import (  # noqa: E402
     Grader,
+    GradeResult,
     reference_answer_from_solution,
 )
 
@@ -68,10 +68,13 @@ def reference_pairs(root: Path, sample: int | None) -> dict[str, list[Pair]]:
     gsm8k = read_jsonl(root / "gsm8k/gsm8k_train.jsonl.gz") + read_jsonl(root / "gsm8k/gsm8k_test.jsonl")
     math = read_jsonl(root / "math/math_train.jsonl.gz") + read_jsonl(root / "math/math_test.jsonl.gz")
     return {
-        "gsm8k": [(r["answer"], reference_answer_from_solution(r["answer"], "gsm8k") or "")
-                  for r in every_kth(gsm8k, sample)],
-        "math": [(r["solution"], reference_answer_from_solution(r["solution"], "boxed") or "")
-                 for r in every_kth(math, sample)],
+        "gsm8k": [
+            (r["answer"], reference_answer_from_solution(r["answer"], "gsm8k") or "") for r in every_kth(gsm8k, sample)
+        ],
+        "math": [
+            (r["solution"], reference_answer_from_solution(r["solution"], "boxed") or "")
+            for r in every_kth(math, sample)
+        ],
     }
 
 
@@ -112,7 +115,9 @@ def equivalent_rewrites(reference: str) -> list[tuple[str, str]]:
             out.append(("frac -> decimal", f"{sign}{float(value)}"))
     match = _SQRT_FRAC.fullmatch(reference)
     if match:
-        out.append(("\\frac{a\\sqrt{b}}{c} -> a\\sqrt{b}/c", f"{match.group(1)}\\sqrt{{{match.group(2)}}}/{match.group(3)}"))
+        out.append(
+            ("\\frac{a\\sqrt{b}}{c} -> a\\sqrt{b}/c", f"{match.group(1)}\\sqrt{{{match.group(2)}}}/{match.group(3)}")
+        )
     match = _SUM.fullmatch(reference)
     if match and match.group(1).strip() != match.group(2).strip():
         out.append(("a+b -> b+a", f"{match.group(2)}+{match.group(1)}"))
@@ -127,8 +132,12 @@ def equivalent_rewrites(reference: str) -> list[tuple[str, str]]:
 
 def variant_checks(root: Path, sample: int | None) -> list[tuple[str, list[Pair], list[bool]]]:
     """(name, pairs, expected verdicts) of every robustness check."""
-    gsm8k = every_kth(read_jsonl(root / "gsm8k/gsm8k_train.jsonl.gz") + read_jsonl(root / "gsm8k/gsm8k_test.jsonl"), sample)
-    math = every_kth(read_jsonl(root / "math/math_train.jsonl.gz") + read_jsonl(root / "math/math_test.jsonl.gz"), sample)
+    gsm8k = every_kth(
+        read_jsonl(root / "gsm8k/gsm8k_train.jsonl.gz") + read_jsonl(root / "gsm8k/gsm8k_test.jsonl"), sample
+    )
+    math = every_kth(
+        read_jsonl(root / "math/math_train.jsonl.gz") + read_jsonl(root / "math/math_test.jsonl.gz"), sample
+    )
     checks = []
 
     answer_is, last_number = [], []
@@ -141,8 +150,9 @@ def variant_checks(root: Path, sample: int | None) -> list[tuple[str, list[Pair]
     checks.append(("gsm8k: '#### X' line removed (last number)", last_number, [True] * len(last_number)))
 
     references = [reference_answer_from_solution(row["solution"], "boxed") or "" for row in math]
-    rewrites = [(f"So the final answer is ${alt}$.", ref) for ref in references if ref
-                for _, alt in equivalent_rewrites(ref)]
+    rewrites = [
+        (f"So the final answer is ${alt}$.", ref) for ref in references if ref for _, alt in equivalent_rewrites(ref)
+    ]
     checks.append(("math: equivalent rewrites of the answer", rewrites, [True] * len(rewrites)))
     following = references[1:] + references[:1]
     shifted = [(row["solution"], reference) for row, reference in zip(math, following)]
@@ -150,7 +160,9 @@ def variant_checks(root: Path, sample: int | None) -> list[tuple[str, list[Pair]
     same = math_verify_verdicts([(f"\\boxed{{{own}}}", other) for own, other in zip(references, following)])
     checks.append(("math: next problem's answer (negative control)", shifted, same))
 
-    qwen = every_kth(read_jsonl(root / "synth_samples/qwen25math_math_cot_100.jsonl.gz"), None if sample is None else 20)
+    qwen = every_kth(
+        read_jsonl(root / "synth_samples/qwen25math_math_cot_100.jsonl.gz"), None if sample is None else 20
+    )
     responses = [(text, row["gt"]) for row in qwen for text in row["code"]]
     scores = [bool(score) for row in qwen for score in row["score"]]
     checks.append(("qwen2.5-math responses vs Qwen's verdicts", responses, scores))
@@ -176,12 +188,13 @@ def adversarial_run(grader: Grader) -> list[tuple[str, GradeResult, float]]:
     """Grade each adversarial response against "5"; (name, result, seconds) each."""
     out = []
     for name, response in ADVERSARIAL.items():
-        result, seconds = timed(lambda: grader.grade(response, "5"))
+        result, seconds = timed(lambda response=response: grader.grade(response, "5"))
         out.append((name, result, seconds))
     return out
 
 
 # ---------------------------------------------------------------- main
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -198,37 +211,46 @@ def main() -> None:
     with Grader(timeout_s=args.timeout, workers=args.workers) as grader:
         _, startup = timed(lambda: grader.grade("\\boxed{x+1}", "1+x"))  # starts the pool
         for name, pairs in datasets.items():
-            ours, our_seconds = timed(lambda: grader.grade_many(pairs))
-            theirs, their_seconds = timed(lambda: math_verify_verdicts(pairs))
+            ours, our_seconds = timed(lambda pairs=pairs: grader.grade_many(pairs))
+            theirs, their_seconds = timed(lambda pairs=pairs: math_verify_verdicts(pairs))
             rows.append((name, pairs, ours, our_seconds, theirs, their_seconds))
-        checks = [(name, pairs, expected, grader.grade_many(pairs))
-                  for name, pairs, expected in variant_checks(root, sample)]
+        checks = [
+            (name, pairs, expected, grader.grade_many(pairs)) for name, pairs, expected in variant_checks(root, sample)
+        ]
         adversarial = [] if args.quick else adversarial_run(grader)
 
     print(f"pool startup (spawn {args.workers} workers, import math-verify): {startup:.2f} s")
-    print(f"{'dataset':<8} {'pairs':>6} {'grader/s':>10} {'math-verify/s':>14} {'ratio':>7} "
-          f"{'grader correct':>15} {'math-verify correct':>20} {'agreement':>10}")
+    print(
+        f"{'dataset':<8} {'pairs':>6} {'grader/s':>10} {'math-verify/s':>14} {'ratio':>7} "
+        f"{'grader correct':>15} {'math-verify correct':>20} {'agreement':>10}"
+    )
     for name, pairs, ours, our_s, theirs, their_s in rows:
-        print(f"{name:<8} {len(pairs):>6} {len(pairs) / our_s:>10.0f} {len(pairs) / their_s:>14.1f} "
-              f"{their_s / our_s:>7.1f} {_share(r.correct for r in ours):>15.4%} "
-              f"{_share(theirs):>20.4%} {_share(r.correct == t for r, t in zip(ours, theirs)):>10.4%}")
+        print(
+            f"{name:<8} {len(pairs):>6} {len(pairs) / our_s:>10.0f} {len(pairs) / their_s:>14.1f} "
+            f"{their_s / our_s:>7.1f} {_share(r.correct for r in ours):>15.4%} "
+            f"{_share(theirs):>20.4%} {_share(r.correct == t for r, t in zip(ours, theirs)):>10.4%}"
+        )
         reasons = Counter(r.reason for r in ours)
         print(f"         reasons: {dict(reasons)}")
-        differing = [(pair, result, verdict) for pair, result, verdict in zip(pairs, ours, theirs)
-                     if result.correct != verdict or not result.correct]
+        differing = [
+            (pair, result, verdict)
+            for pair, result, verdict in zip(pairs, ours, theirs)
+            if result.correct != verdict or not result.correct
+        ]
         print(f"         grader incorrect or differing from math-verify: {len(differing)}")
         for (solution, reference), result, verdict in differing[:MAX_EXAMPLES]:
-            print(f"         ref={reference!r} grader={result.reason} math-verify={verdict} "
-                  f"tail={solution[-90:]!r}")
+            print(f"         ref={reference!r} grader={result.reason} math-verify={verdict} tail={solution[-90:]!r}")
 
     print(f"\n{'check':<55} {'pairs':>6} {'agreement':>10}  reasons")
     for name, pairs, expected, results in checks:
         agree = _share(r.correct == e for r, e in zip(results, expected))
         print(f"{name:<55} {len(pairs):>6} {agree:>10.4%}  {dict(Counter(r.reason for r in results))}")
         misses = [(p, r, e) for p, r, e in zip(pairs, results, expected) if r.correct != e]
-        for (response, reference), result, expect in misses[:MAX_EXAMPLES // 4]:
-            print(f"    miss: expected={expect} ref={reference!r} extracted={result.extracted!r} "
-                  f"reason={result.reason} tail={response[-70:]!r}")
+        for (response, reference), result, expect in misses[: MAX_EXAMPLES // 4]:
+            print(
+                f"    miss: expected={expect} ref={reference!r} extracted={result.extracted!r} "
+                f"reason={result.reason} tail={response[-70:]!r}"
+            )
 
     if adversarial:
         print(f"\n{'adversarial response (reference 5)':<40} {'reason':>12} {'correct':>8} {'seconds':>8}")
@@ -239,14 +261,18 @@ def main() -> None:
     our_total = sum(r[3] for r in rows)
     their_total = sum(r[5] for r in rows)
     agreement = sum(sum(a.correct == b for a, b in zip(r[2], r[4])) for r in rows) / pairs_total
-    print(json.dumps({
-        "benchmark": "grading",
-        "pairs": pairs_total,
-        "grader_per_second": round(pairs_total / our_total, 1),
-        "math_verify_per_second": round(pairs_total / their_total, 1),
-        "ratio": round(their_total / our_total, 2),
-        "agreement": round(agreement, 5),
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "grading",
+                "pairs": pairs_total,
+                "grader_per_second": round(pairs_total / our_total, 1),
+                "math_verify_per_second": round(pairs_total / their_total, 1),
+                "ratio": round(their_total / our_total, 2),
+                "agreement": round(agreement, 5),
+            }
+        )
+    )
 
 
 def _share(flags: Any) -> float:

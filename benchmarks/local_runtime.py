@@ -19,8 +19,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mathdata_pipeline.engines.base import Request, SamplingParams  # noqa: E402
 from mathdata_pipeline.engines.local import LocalEngine, embedded_gguf_path  # noqa: E402
 
-PROMPTS = ["Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
-           "How many clips did Natalia sell altogether?", "What is the sum of the first ten positive integers?"]
+PROMPTS = [
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+    "How many clips did Natalia sell altogether?",
+    "What is the sum of the first ten positive integers?",
+]
 
 
 def main() -> None:
@@ -29,7 +32,9 @@ def main() -> None:
     args = parser.parse_args()
     max_tokens = 32 if args.quick else 128
     with LocalEngine() as engine:
-        requests = [Request.chat([{"role": "user", "content": p}], SamplingParams(max_tokens=max_tokens)) for p in PROMPTS]
+        requests = [
+            Request.chat([{"role": "user", "content": p}], SamplingParams(max_tokens=max_tokens)) for p in PROMPTS
+        ]
         prompts = [engine.render(r) for r in requests]
         start = time.perf_counter()
         llama_tokens = sum(r.completion_tokens for _, r in engine.generate(requests))
@@ -53,8 +58,16 @@ def main() -> None:
     print(f"llama.cpp    : {llama_tps:.1f} tokens/s ({llama_tokens} tokens)")
     print(f"transformers : {hf_tps:.1f} tokens/s ({hf_tokens} tokens; GGUF load and dequantize {load_seconds:.1f}s)")
     print(f"ratio        : {llama_tps / hf_tps:.2f}x")
-    print(json.dumps({"benchmark": "local_runtime", "llama_cpp_tokens_per_second": round(llama_tps, 1),
-                      "transformers_tokens_per_second": round(hf_tps, 1), "ratio": round(llama_tps / hf_tps, 2)}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "local_runtime",
+                "llama_cpp_tokens_per_second": round(llama_tps, 1),
+                "transformers_tokens_per_second": round(hf_tps, 1),
+                "ratio": round(llama_tps / hf_tps, 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

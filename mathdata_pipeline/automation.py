@@ -4,31 +4,55 @@ import json
 
 import dagster as dg
 
-from mathdata_pipeline.assets.partitions import mixture_specs, seed_sources
-from mathdata_pipeline.methods.readers import InputError
-from mathdata_pipeline.methods.sources import spec_for_seed_file
-from mathdata_pipeline.resources.data_sources import DataSources
+from mathdata_pipeline.common.partitions import mixture_specs, seed_sources
+from mathdata_pipeline.sources.readers import InputError
+from mathdata_pipeline.sources.resources import DataSources
+from mathdata_pipeline.sources.seed_files import spec_for_seed_file
 
-SOURCE_CHAIN = ["seed_problems", "augmented_questions", "augmented_responses", "question_pool",
-                "difficulty_ledger", "rejection_samples", "solutions"]
+SOURCE_CHAIN = [
+    "seed_problems",
+    "augmented_questions",
+    "augmented_responses",
+    "question_pool",
+    "difficulty_ledger",
+    "rejection_samples",
+    "solutions",
+]
 
 seed_source_job = dg.define_asset_job(
-    "seed_source_job", selection=SOURCE_CHAIN, partitions_def=seed_sources,
-    description="Everything one seed source feeds: seeds, MuggleMath, question pool, DART samples, solutions.")
+    "seed_source_job",
+    selection=SOURCE_CHAIN,
+    partitions_def=seed_sources,
+    description="Everything one seed source feeds: seeds, MuggleMath, question pool, DART samples, solutions.",
+)
 scores_job = dg.define_asset_job(
-    "scores_job", selection=["embeddings", "quality_scores"],
-    description="Embeddings and QaDS quality of every candidate (cached: only new rows cost anything).")
+    "scores_job",
+    selection=["embeddings", "quality_scores"],
+    description="Embeddings and QaDS quality of every candidate (cached: only new rows cost anything).",
+)
 mixture_job = dg.define_asset_job(
-    "mixture_job", selection=["selections", "mixture"], partitions_def=mixture_specs,
-    description="QaDS selection and the mixture of one spec.")
+    "mixture_job",
+    selection=["selections", "mixture"],
+    partitions_def=mixture_specs,
+    description="QaDS selection and the mixture of one spec.",
+)
 
 weekly_scores = dg.ScheduleDefinition(
-    name="weekly_scores", job=scores_job, cron_schedule="0 2 * * 1", execution_timezone="UTC",
-    description="Mondays 02:00 UTC: embed and score candidates added during the week.")
+    name="weekly_scores",
+    job=scores_job,
+    cron_schedule="0 2 * * 1",
+    execution_timezone="UTC",
+    description="Mondays 02:00 UTC: embed and score candidates added during the week.",
+)
 
 
-@dg.schedule(name="weekly_mixtures", job=mixture_job, cron_schedule="0 4 * * 1", execution_timezone="UTC",
-             description="Mondays 04:00 UTC (after weekly_scores): rebuild every mixture spec.")
+@dg.schedule(
+    name="weekly_mixtures",
+    job=mixture_job,
+    cron_schedule="0 4 * * 1",
+    execution_timezone="UTC",
+    description="Mondays 04:00 UTC (after weekly_scores): rebuild every mixture spec.",
+)
 def weekly_mixtures(context: dg.ScheduleEvaluationContext):
     """One run per mixture spec, keyed by the scheduled time so a tick is never run twice."""
     stamp = context.scheduled_execution_time.strftime("%Y-%m-%d")
@@ -41,11 +65,15 @@ def _signature(path) -> str:
     return f"{stat.st_size}:{int(stat.st_mtime)}"
 
 
-@dg.sensor(name="seed_files_sensor", job=seed_source_job, minimum_interval_seconds=60,
-           default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Registers configured seed sources as partitions, and turns every new or changed file "
-                       "in the seed folder (MATHDATA_SEED_DROP_DIR, default <data dir>/seeds) into a seed source "
-                       "that is materialized through the whole per-source chain.")
+@dg.sensor(
+    name="seed_files_sensor",
+    job=seed_source_job,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Registers configured seed sources as partitions, and turns every new or changed file "
+    "in the seed folder (MATHDATA_SEED_DROP_DIR, default <data dir>/seeds) into a seed source "
+    "that is materialized through the whole per-source chain.",
+)
 def seed_files_sensor(context: dg.SensorEvaluationContext, sources: DataSources):
     """Cursor: {source name: file size and mtime}. Files whose field mapping cannot be detected are
     skipped with a message naming the file (add `<file>.yaml` with the mapping)."""
@@ -65,9 +93,14 @@ def seed_files_sensor(context: dg.SensorEvaluationContext, sources: DataSources)
         if name not in known and name not in add:
             add.append(name)
         seen[name] = signature
-        runs.append(dg.RunRequest(run_key=f"{name}:{signature}", partition_key=name, tags={"mathdata/trigger": "seed_file"}))
+        runs.append(
+            dg.RunRequest(run_key=f"{name}:{signature}", partition_key=name, tags={"mathdata/trigger": "seed_file"})
+        )
     for problem in problems:
         context.log.warning(f"skipped seed file: {problem}")
-    return dg.SensorResult(run_requests=runs, cursor=json.dumps(seen, sort_keys=True),
-                           dynamic_partitions_requests=[seed_sources.build_add_request(add)] if add else [],
-                           skip_reason=None if runs or add else dg.SkipReason("; ".join(problems) or "no new seed files"))
+    return dg.SensorResult(
+        run_requests=runs,
+        cursor=json.dumps(seen, sort_keys=True),
+        dynamic_partitions_requests=[seed_sources.build_add_request(add)] if add else [],
+        skip_reason=None if runs or add else dg.SkipReason("; ".join(problems) or "no new seed files"),
+    )

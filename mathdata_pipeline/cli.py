@@ -2,6 +2,7 @@
 
     mathdata grade FILE.jsonl [-o OUT.jsonl] [--timeout S] [--workers N] [--no-fallback]
     mathdata trace ROW_ID [--storage ROOT] [--json]
+    mathdata validate-config FILE.yaml
 
 To add a subcommand (e.g. `mathdata trace ROW_ID`): write `_add_trace_command(subparsers)` that
 registers its arguments and `set_defaults(handler=_run_trace)`, where `_run_trace(args) -> int`
@@ -90,12 +91,13 @@ def _output(path: str | None) -> Iterator[TextIO]:
 
 def _run_grade(args: argparse.Namespace) -> int:
     """`mathdata grade`: one JSON line {correct, extracted, reason} per input line, in order."""
-    from .methods.grading import Grader
+    from mathdata_pipeline.grading import Grader
 
     items = _read_grade_items(Path(args.file))
-    with Grader(
-        timeout_s=args.timeout, workers=args.workers, fallback_last_number=not args.no_fallback
-    ) as grader, _output(args.output) as out:
+    with (
+        Grader(timeout_s=args.timeout, workers=args.workers, fallback_last_number=not args.no_fallback) as grader,
+        _output(args.output) as out,
+    ):
         for start in range(0, len(items), _GRADE_BATCH):
             for result in grader.grade_many(items[start : start + _GRADE_BATCH]):
                 out.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
@@ -129,15 +131,22 @@ def _add_grade_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("file", metavar="FILE.jsonl", help="input JSON-lines file")
     parser.add_argument("-o", "--output", metavar="OUT.jsonl", help="output file (default: stdout)")
     parser.add_argument(
-        "--timeout", type=_positive_float, default=5.0, metavar="S",
+        "--timeout",
+        type=_positive_float,
+        default=5.0,
+        metavar="S",
         help="seconds allowed per symbolic check (default: 5)",
     )
     parser.add_argument(
-        "--workers", type=_positive_int, default=2, metavar="N",
+        "--workers",
+        type=_positive_int,
+        default=2,
+        metavar="N",
         help="worker processes for symbolic checks (default: 2)",
     )
     parser.add_argument(
-        "--no-fallback", action="store_true",
+        "--no-fallback",
+        action="store_true",
         help="do not use the last number of a response as its answer",
     )
     parser.set_defaults(handler=_run_grade)
@@ -145,7 +154,9 @@ def _add_grade_command(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_trace_command(subparsers: argparse._SubParsersAction) -> None:
     """`mathdata trace ROW_ID [--storage ROOT] [--json]`: the history of one mixture row."""
-    parser = subparsers.add_parser("trace", help="print the history of a mixture row (seed, generation, grade, selection)")
+    parser = subparsers.add_parser(
+        "trace", help="print the history of a mixture row (seed, generation, grade, selection)"
+    )
     parser.add_argument("row_id", help="the `row_id` of a mixture row (mx-…)")
     parser.add_argument("--storage", default="", help="storage root; default $MATHDATA_STORAGE or ./storage")
     parser.add_argument("--json", action="store_true", help="print the history as one JSON object")
@@ -157,7 +168,7 @@ def _run_trace(args: argparse.Namespace) -> int:
 
     from upath import UPath
 
-    from mathdata_pipeline.trace import format_history, trace_row
+    from mathdata_pipeline.mixtures.trace import format_history, trace_row
 
     root = UPath(args.storage or os.environ.get("MATHDATA_STORAGE") or "storage")
     try:
@@ -169,7 +180,32 @@ def _run_trace(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-_COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_grade_command, _add_trace_command)
+def _add_validate_config_command(subparsers: argparse._SubParsersAction) -> None:
+    """`mathdata validate-config FILE.yaml`: check a run-config file before launching anything."""
+    parser = subparsers.add_parser(
+        "validate-config", help="check a run-config file (ops/resources) against the assets' config"
+    )
+    parser.add_argument("file", metavar="FILE.yaml", help="run-config file, e.g. configs/dart-paper.yaml")
+    parser.set_defaults(handler=_run_validate_config)
+
+
+def _run_validate_config(args: argparse.Namespace) -> int:
+    from mathdata_pipeline.run_config import check_run_config_file
+
+    try:
+        check_run_config_file(args.file)
+    except (ValueError, OSError) as error:
+        print(f"mathdata validate-config: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{args.file}: ok")
+    return EXIT_OK
+
+
+_COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    _add_grade_command,
+    _add_trace_command,
+    _add_validate_config_command,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

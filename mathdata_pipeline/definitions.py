@@ -5,17 +5,38 @@ from __future__ import annotations
 import dagster as dg
 
 from mathdata_pipeline import automation
-from mathdata_pipeline.assets import augmentation, contamination, influence, seeds, selection, solutions, synthesis
-from mathdata_pipeline.resources.data_sources import DataSources
-from mathdata_pipeline.resources.llm import LLMResource
-from mathdata_pipeline.resources.selector import KCenterSelector
-from mathdata_pipeline.resources.table_store import TableStore
+from mathdata_pipeline.curation import assets as curation_assets
+from mathdata_pipeline.dart import assets as dart_assets
+from mathdata_pipeline.decontamination import assets as decontamination_assets
+from mathdata_pipeline.engines.resources import LLMResource
+from mathdata_pipeline.influence import assets as influence_assets
+from mathdata_pipeline.mixtures import assets as mixture_assets
+from mathdata_pipeline.mugglemath import assets as mugglemath_assets
+from mathdata_pipeline.qads import assets as qads_assets
+from mathdata_pipeline.qads.resources import KCenterSelector
+from mathdata_pipeline.scalequest import assets as scalequest_assets
+from mathdata_pipeline.sources import assets as source_assets
+from mathdata_pipeline.sources.resources import DataSources
+from mathdata_pipeline.storage.resources import TableStore
 
-ASSETS = dg.load_assets_from_modules([seeds, contamination, augmentation, synthesis, solutions, selection, influence])
+ASSETS = dg.load_assets_from_modules(
+    [
+        source_assets,
+        decontamination_assets,
+        mugglemath_assets,
+        scalequest_assets,
+        curation_assets,
+        dart_assets,
+        qads_assets,
+        influence_assets,
+        mixture_assets,
+    ]
+)
 RESOURCES = {"store": TableStore(), "sources": DataSources(), "llm": LLMResource(), "selector": KCenterSelector()}
 
 defs = dg.Definitions(
-    assets=ASSETS, resources=RESOURCES,
+    assets=ASSETS,
+    resources=RESOURCES,
     jobs=[automation.seed_source_job, automation.scores_job, automation.mixture_job],
     schedules=[automation.weekly_scores, automation.weekly_mixtures],
     sensors=[automation.seed_files_sensor],

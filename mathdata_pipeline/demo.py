@@ -17,13 +17,16 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
-from mathdata_pipeline.assets.partitions import register_seed_sources
+from mathdata_pipeline.common.partitions import register_seed_sources
+from mathdata_pipeline.common.paths import config_dir
 from mathdata_pipeline.definitions import ASSETS, RESOURCES, defs
-from mathdata_pipeline.methods.sources import config_dir, data_dir
+from mathdata_pipeline.run_config import check_run_config_file
+from mathdata_pipeline.sources.config import data_dir
 
 
-def materialization_plan(definitions: dg.Definitions, instance: dg.DagsterInstance,
-                         only: dict[str, list[str]] | None = None) -> list[tuple[dg.AssetKey, str | None]]:
+def materialization_plan(
+    definitions: dg.Definitions, instance: dg.DagsterInstance, only: dict[str, list[str]] | None = None
+) -> list[tuple[dg.AssetKey, str | None]]:
     """Every (asset key, partition key or None) to materialize, upstream before downstream.
     `only` limits the partitions of the named assets (e.g. one shard of `synthesized_questions`)."""
     only = only or {}
@@ -42,7 +45,8 @@ def materialization_plan(definitions: dg.Definitions, instance: dg.DagsterInstan
 
 
 def demo_run_config(path: Path) -> dict:
-    """The demo's run config (`ops:` per asset), empty when the file does not exist."""
+    """A YAML file of the demo (`demo.yaml`: run config with `ops:` per asset; `demo-partitions.yaml`:
+    partitions per asset), empty when the file does not exist."""
     return yaml.safe_load(path.read_text()) or {} if path.exists() else {}
 
 
@@ -52,8 +56,11 @@ DEMO_TAG = "mathdata/demo"
 def release_killed_demo_runs(instance: dg.DagsterInstance) -> int:
     """Runs of an earlier demo that was killed stay STARTED and keep their `gpu` pool slot, which
     would block every later GPU step. Mark them failed and free their slots; returns how many."""
-    stale = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING],
-                                                    tags={DEMO_TAG: "true"}))
+    stale = instance.get_runs(
+        filters=dg.RunsFilter(
+            statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING], tags={DEMO_TAG: "true"}
+        )
+    )
     for run in stale:
         instance.report_run_failed(run, "the demo process that ran it was killed")
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
@@ -65,32 +72,52 @@ def main() -> int:
     instance = dg.DagsterInstance.get()
     if released := release_killed_demo_runs(instance):
         print(f"[demo] marked {released} run(s) of a killed demo as failed and freed their pool slots")
-    demo_config = demo_run_config(config_dir() / "demo.yaml")
-    run_config = demo_config.get("ops", {})
+    try:
+        run_config = check_run_config_file(config_dir() / "demo.yaml").get("ops", {})
+    except ValueError as exc:
+        print(f"[demo] invalid run config: {exc}")
+        return 2
+    only = demo_run_config(config_dir() / "demo-partitions.yaml")
     if new := register_seed_sources(instance):
         print(f"[demo] registered seed-source partitions: {', '.join(new)}")
     local = data_dir()
-    print(f"[demo] datasets from {local}" if local else
-          "[demo] no local data folder (MATHDATA_DATA_DIR, or ../shared/data beside the repo): "
-          "reading every source by its Hugging Face id", flush=True)
+    print(
+        f"[demo] datasets from {local}"
+        if local
+        else "[demo] no local data folder (MATHDATA_DATA_DIR, or ../shared/data beside the repo): "
+        "reading every source by its Hugging Face id",
+        flush=True,
+    )
     started = time.monotonic()
-    for key, partition in materialization_plan(defs, instance, demo_config.get("partitions")):
+    for key, partition in materialization_plan(defs, instance, only):
         label = key.to_user_string() + (f"[{partition}]" if partition else "")
         op_config = {key.path[-1]: run_config[key.path[-1]]} if key.path[-1] in run_config else {}
         t0 = time.monotonic()
-        result = dg.materialize(ASSETS, selection=[key], partition_key=partition, instance=instance,
-                                resources=RESOURCES, tags={DEMO_TAG: "true"}, run_config={"ops": op_config, "loggers": {"console": {"config": {"log_level": "INFO"}}}}, raise_on_error=False)
+        result = dg.materialize(
+            ASSETS,
+            selection=[key],
+            partition_key=partition,
+            instance=instance,
+            resources=RESOURCES,
+            tags={DEMO_TAG: "true"},
+            run_config={"ops": op_config, "loggers": {"console": {"config": {"log_level": "INFO"}}}},
+            raise_on_error=False,
+        )
         status = "ok" if result.success else "FAILED"
         print(f"[demo] {label:<40} {status} in {time.monotonic() - t0:5.1f}s  run {result.run_id}", flush=True)
         if not result.success:
             for event in result.get_step_failure_events():
                 print(event.step_failure_data.error.to_string() if event.step_failure_data.error else event.message)
             if local is None:
-                print("[demo] hint: without hub access, point MATHDATA_DATA_DIR at a folder laid out like ../shared/data")
+                print(
+                    "[demo] hint: without hub access, point MATHDATA_DATA_DIR at a folder laid out like ../shared/data"
+                )
             return 1
     storage = os.environ.get("MATHDATA_STORAGE", "storage")
     print(f"\n[demo] done in {time.monotonic() - started:.0f}s")
-    print(f"[demo] tables (Parquet, readable with pyarrow.dataset): {Path(storage).resolve()}/<asset>/<partition>.parquet")
+    print(
+        f"[demo] tables (Parquet, readable with pyarrow.dataset): {Path(storage).resolve()}/<asset>/<partition>.parquet"
+    )
     print(f"[demo] Dagster instance: {os.environ.get('DAGSTER_HOME')}")
     print("[demo] open the UI with `make ui`, then http://127.0.0.1:3000/asset-groups")
     return 0

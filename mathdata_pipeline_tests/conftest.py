@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 from pathlib import Path
 
 import pytest
 
-from mathdata_pipeline.methods.sources import data_dir
+from mathdata_pipeline.sources.config import data_dir
 
 if not os.environ.get("HF_HUB_OFFLINE"):  # tests never touch the hub
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -21,8 +23,42 @@ def data_root() -> Path:
     root = data_dir()
     assert root is not None and (root / "gsm8k").is_dir(), (
         "the tests need the offline datasets: set MATHDATA_DATA_DIR to a folder laid out like ../shared/data "
-        "(CI has it at ../shared/data beside the repository)")
+        "(CI has it at ../shared/data beside the repository)"
+    )
     return root
+
+
+def read_jsonl_gz(path: Path) -> list[dict]:
+    """Every record of a gzipped JSONL file."""
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
+@pytest.fixture(scope="session")
+def gsm8k_train(data_root) -> list[dict]:
+    """GSM8K's training records from the offline data folder."""
+    return read_jsonl_gz(data_root / "gsm8k" / "gsm8k_train.jsonl.gz")
+
+
+@pytest.fixture(scope="session")
+def sequence_classifier_dir(tmp_path_factory) -> str:
+    """A real one-output sequence-classification model: the embedded SmolLM2 weights with a
+    seeded random score head, saved as a transformers folder once per session."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from mathdata_pipeline.common.hf_models import embedded_checkpoint
+
+    root = tmp_path_factory.getbasetemp() / "sequence_classifier"
+    if (root / "config.json").is_file():
+        return str(root)
+    tokenizer = AutoTokenizer.from_pretrained(embedded_checkpoint())
+    torch.manual_seed(0)
+    classifier = AutoModelForSequenceClassification.from_pretrained(embedded_checkpoint(), num_labels=1)
+    classifier.config.pad_token_id = tokenizer.pad_token_id
+    classifier.save_pretrained(root)
+    tokenizer.save_pretrained(root)
+    return str(root)
 
 
 def pytest_collection_modifyitems(config, items):

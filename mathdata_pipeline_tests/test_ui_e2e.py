@@ -45,12 +45,23 @@ def server(tmp_path_factory, data_root):
     home = tmp_path_factory.mktemp("dagster_home")
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
     port = _free_port()
-    env = {**os.environ, "DAGSTER_HOME": str(home), "MATHDATA_STORAGE": str(tmp_path_factory.mktemp("storage")),
-           "MATHDATA_DATA_DIR": str(data_root), "DAGSTER_DISABLE_TELEMETRY": "1"}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "MATHDATA_STORAGE": str(tmp_path_factory.mktemp("storage")),
+        "MATHDATA_DATA_DIR": str(data_root),
+        "DAGSTER_DISABLE_TELEMETRY": "1",
+    }
     dagster = Path(sys.executable).with_name("dagster")
-    log = open(home / "dev.log", "wb")
-    process = subprocess.Popen([str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"],
-                               cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log = open(home / "dev.log", "wb")  # noqa: SIM115 - the server writes to it until teardown
+    process = subprocess.Popen(
+        [str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180

@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
-from mathdata_pipeline.methods.text import stable_hash
+from mathdata_pipeline.common.text import stable_hash
 
 Message = dict[str, str]
 
@@ -133,7 +133,12 @@ class Engine(ABC):
     def score(self, prompt: str, completion: str) -> TokenScore:
         """Log-probability of `completion` following the raw `prompt`."""
 
-    def close(self) -> None:
+    def chat_template(self) -> str | None:
+        """The model's chat template (Jinja source) when the engine knows it, else None (e.g. a
+        server that applies its own)."""
+        return None
+
+    def close(self) -> None:  # noqa: B027 - a no-op default: engines without resources need not override it
         """Free the model or connections."""
 
     def __enter__(self) -> Engine:

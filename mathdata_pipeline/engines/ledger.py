@@ -14,8 +14,8 @@ import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 
+from mathdata_pipeline.common.text import stable_hash
 from mathdata_pipeline.engines.base import Completion, EngineInfo, RequestError, SamplingParams, TokenScore
-from mathdata_pipeline.methods.text import stable_hash
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -44,8 +44,15 @@ CREATE TABLE IF NOT EXISTS scores (
 
 def request_key(info: EngineInfo, prompt: str, params: SamplingParams) -> str:
     """The ledger key of one request (hex, 32 characters)."""
-    return stable_hash("request", info.backend, info.model_id, info.revision, prompt,
-                       json.dumps(params.as_dict(), sort_keys=True), length=32)
+    return stable_hash(
+        "request",
+        info.backend,
+        info.model_id,
+        info.revision,
+        prompt,
+        json.dumps(params.as_dict(), sort_keys=True),
+        length=32,
+    )
 
 
 def score_key(info: EngineInfo, prompt: str, completion: str) -> str:
@@ -72,10 +79,13 @@ class RequestLedger:
         keys = list(dict.fromkeys(keys))
         found: dict[str, Completion | RequestError] = {}
         for start in range(0, len(keys), 900):
-            chunk = keys[start:start + 900]
+            chunk = keys[start : start + 900]
             marks = ",".join("?" * len(chunk))
-            for row in self._db.execute(f"SELECT key, ok, text, finish_reason, prompt_tokens, completion_tokens, "
-                                        f"error_reason, error_message FROM requests WHERE key IN ({marks})", chunk):
+            for row in self._db.execute(
+                f"SELECT key, ok, text, finish_reason, prompt_tokens, completion_tokens, "
+                f"error_reason, error_message FROM requests WHERE key IN ({marks})",
+                chunk,
+            ):
                 key, ok, text, finish, ptoks, ctoks, reason, message = row
                 found[key] = Completion(text, finish, ptoks, ctoks) if ok else RequestError(reason, message)
         return found
@@ -88,8 +98,10 @@ class RequestLedger:
             values = (0, None, None, None, None, result.reason, result.message)
         else:
             values = (1, result.text, result.finish_reason, result.prompt_tokens, result.completion_tokens, None, None)
-        self._db.execute("INSERT OR REPLACE INTO requests VALUES (?,?,?,?,?,?,?,?,?,?)",
-                         (key, info.model_id, json.dumps(params.as_dict(), sort_keys=True), *values))
+        self._db.execute(
+            "INSERT OR REPLACE INTO requests VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (key, info.model_id, json.dumps(params.as_dict(), sort_keys=True), *values),
+        )
         return True
 
     def lookup_scores(self, keys: Iterable[str]) -> dict[str, TokenScore]:
@@ -97,15 +109,19 @@ class RequestLedger:
         keys = list(dict.fromkeys(keys))
         found: dict[str, TokenScore] = {}
         for start in range(0, len(keys), 900):
-            chunk = keys[start:start + 900]
+            chunk = keys[start : start + 900]
             marks = ",".join("?" * len(chunk))
-            for key, logprob, tokens in self._db.execute(f"SELECT key, logprob, tokens FROM scores WHERE key IN ({marks})", chunk):
+            for key, logprob, tokens in self._db.execute(
+                f"SELECT key, logprob, tokens FROM scores WHERE key IN ({marks})", chunk
+            ):
                 found[key] = TokenScore(logprob, tokens)
         return found
 
     def record_score(self, key: str, info: EngineInfo, score: TokenScore) -> None:
         """Commit one finished scoring request."""
-        self._db.execute("INSERT OR REPLACE INTO scores VALUES (?,?,?,?)", (key, info.model_id, score.logprob, score.tokens))
+        self._db.execute(
+            "INSERT OR REPLACE INTO scores VALUES (?,?,?,?)", (key, info.model_id, score.logprob, score.tokens)
+        )
 
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM requests").fetchone()[0]

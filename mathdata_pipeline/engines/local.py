@@ -44,25 +44,45 @@ def file_digest(path: Path, length: int = 12) -> str:
     return digest.hexdigest()[:length]
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, which a container or `taskset`
+    narrows), not every core of the machine."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # platforms without affinity masks
+        return os.cpu_count() or 1
+
+
 class LocalEngine(Engine):
     """llama.cpp engine for a GGUF model (default: the embedded SmolLM2-135M-Instruct).
 
     Parameters: `model_path` (default the embedded file), `model_id` (name used in ledger keys),
-    `n_ctx` context length in tokens, `n_threads` (default all cores; llama.cpp's own default is 1).
+    `n_ctx` context length in tokens, `n_threads` (default the cores this process may use;
+    llama.cpp's own default is 1).
     Requests run one after another; each result is yielded as soon as it is done.
     """
 
-    def __init__(self, model_path: str | Path | None = None, *, model_id: str | None = None,
-                 n_ctx: int = 2048, n_threads: int | None = None):
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        *,
+        model_id: str | None = None,
+        n_ctx: int = 2048,
+        n_threads: int | None = None,
+    ):
         from llama_cpp import Llama
 
         self.model_path = Path(model_path) if model_path else embedded_gguf_path()
         self.n_ctx = n_ctx
-        self.n_threads = n_threads or os.cpu_count() or 1
+        self.n_threads = n_threads or usable_cores()
         self._llm = Llama(model_path=str(self.model_path), n_ctx=n_ctx, n_threads=self.n_threads, verbose=False)
         self._scorer = None
-        self.info = EngineInfo(backend="local", model_id=model_id or (EMBEDDED_MODEL_ID if model_path is None else self.model_path.stem),
-                               revision=file_digest(self.model_path), context_length=n_ctx)
+        self.info = EngineInfo(
+            backend="local",
+            model_id=model_id or (EMBEDDED_MODEL_ID if model_path is None else self.model_path.stem),
+            revision=file_digest(self.model_path),
+            context_length=n_ctx,
+        )
         self._template = self._chat_template()
 
     def _chat_template(self):
@@ -79,6 +99,10 @@ class LocalEngine(Engine):
         env.globals["raise_exception"] = raise_exception
         return env.from_string(source)
 
+    def chat_template(self) -> str | None:
+        """The chat template stored in the GGUF file."""
+        return self._llm.metadata.get("tokenizer.chat_template")
+
     def render(self, request: Request) -> str:
         """The raw prompt, or the chat messages rendered with the model's template plus the
         assistant-turn opening."""
@@ -86,8 +110,9 @@ class LocalEngine(Engine):
             return request.prompt
         if self._template is None:
             raise ValueError(f"{self.model_path.name} has no chat template; send raw prompts")
-        return self._template.render(messages=request.message_dicts(), add_generation_prompt=True,
-                                     bos_token="", eos_token="")
+        return self._template.render(
+            messages=request.message_dicts(), add_generation_prompt=True, bos_token="", eos_token=""
+        )
 
     def tokenize(self, text: str) -> list[int]:
         """Token ids of `text` as the model sees it (special tokens in the text are parsed)."""
@@ -107,8 +132,14 @@ class LocalEngine(Engine):
         p = request.params
         self._llm.reset()  # no KV-cache reuse from the previous request: same seed, same text, any order
         try:
-            out = self._llm.create_completion(prompt=tokens, max_tokens=min(p.max_tokens, room), temperature=p.temperature,
-                                              top_p=p.top_p, stop=list(p.stop) or None, seed=p.seed)
+            out = self._llm.create_completion(
+                prompt=tokens,
+                max_tokens=min(p.max_tokens, room),
+                temperature=p.temperature,
+                top_p=p.top_p,
+                stop=list(p.stop) or None,
+                seed=p.seed,
+            )
         except Exception as exc:  # llama.cpp surfaces decode failures as assorted exception types
             return RequestError("engine_error", f"{type(exc).__name__}: {exc}")
         choice, usage = out["choices"][0], out["usage"]
@@ -123,8 +154,13 @@ class LocalEngine(Engine):
         if self._scorer is None:
             from llama_cpp import Llama
 
-            self._scorer = Llama(model_path=str(self.model_path), n_ctx=self.n_ctx, n_threads=self.n_threads,
-                                 logits_all=True, verbose=False)
+            self._scorer = Llama(
+                model_path=str(self.model_path),
+                n_ctx=self.n_ctx,
+                n_threads=self.n_threads,
+                logits_all=True,
+                verbose=False,
+            )
         prompt_ids = self._scorer.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
         completion_ids = self._scorer.tokenize(completion.encode("utf-8"), add_bos=False, special=False)
         ids = prompt_ids + completion_ids
@@ -134,7 +170,7 @@ class LocalEngine(Engine):
             raise ValueError(f"prompt + completion is {len(ids)} tokens, context is {self.n_ctx}")
         self._scorer.reset()
         self._scorer.eval(ids)
-        logits = np.asarray(self._scorer.scores[len(prompt_ids) - 1: len(ids) - 1], dtype=np.float64)
+        logits = np.asarray(self._scorer.scores[len(prompt_ids) - 1 : len(ids) - 1], dtype=np.float64)
         shifted = logits - logits.max(axis=1, keepdims=True)
         logprobs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
         total = float(logprobs[np.arange(len(completion_ids)), completion_ids].sum())

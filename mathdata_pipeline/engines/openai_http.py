@@ -34,8 +34,11 @@ from mathdata_pipeline.engines.base import (
 # ("maximum context length", code context_length_exceeded), vLLM ("maximum model length",
 # "longer than the maximum model length"), llama.cpp's llama-server ("exceeds the available
 # context size"), and generic wordings.
-_TOO_LONG = re.compile(r"context[ _]length|context (window|size)|maximum model length|prompt is too long"
-                       r"|too many tokens", re.IGNORECASE)
+_TOO_LONG = re.compile(
+    r"context[ _]length|context (window|size)|maximum model length|prompt is too long"
+    r"|too many tokens",
+    re.IGNORECASE,
+)
 
 # Statuses retried like connection errors (as the official OpenAI client does), besides every 5xx.
 _RETRY_STATUS = {408, 409, 429}
@@ -68,10 +71,21 @@ class OpenAIEngine(Engine):
       revision: model revision, for `info` and so for ledger keys.
     """
 
-    def __init__(self, *, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY",
-                 api: str = "completions", max_concurrency: int = 8, timeout_s: float = 120.0,
-                 max_retries: int = 4, backoff_base_s: float = 0.5, backoff_max_s: float = 20.0,
-                 context_length: int = 0, revision: str = ""):
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        model: str,
+        api_key_env: str = "OPENAI_API_KEY",
+        api: str = "completions",
+        max_concurrency: int = 8,
+        timeout_s: float = 120.0,
+        max_retries: int = 4,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 20.0,
+        context_length: int = 0,
+        revision: str = "",
+    ):
         if api not in ("completions", "chat"):
             raise ValueError(f"api must be 'completions' or 'chat', not {api!r}")
         if max_concurrency < 1:
@@ -83,8 +97,13 @@ class OpenAIEngine(Engine):
         self.max_retries = max_retries
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
-        self.info = EngineInfo(backend="openai", model_id=model, revision=revision, context_length=context_length,
-                               extra={"base_url": self.base_url, "api": api})
+        self.info = EngineInfo(
+            backend="openai",
+            model_id=model,
+            revision=revision,
+            context_length=context_length,
+            extra={"base_url": self.base_url, "api": api},
+        )
         api_key = os.environ.get(api_key_env, "")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._loop = asyncio.new_event_loop()
@@ -153,8 +172,15 @@ class OpenAIEngine(Engine):
         if not prompt:
             raise ValueError("score needs a non-empty prompt: the first token has no log-probability")
         body = prompt + completion
-        payload = {"model": self.model, "prompt": body, "echo": True, "logprobs": 1, "max_tokens": 1,
-                   "temperature": 0.0, "seed": 0}
+        payload = {
+            "model": self.model,
+            "prompt": body,
+            "echo": True,
+            "logprobs": 1,
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "seed": 0,
+        }
         answer = self._submit(self._post("completions", payload)).result()
         if isinstance(answer, RequestError):
             raise RuntimeError(f"scoring request failed: {answer.reason}: {answer.message}")
@@ -162,23 +188,28 @@ class OpenAIEngine(Engine):
         logprobs = choice.get("logprobs") or {}
         tokens, values, text = logprobs.get("tokens"), logprobs.get("token_logprobs"), choice.get("text") or ""
         if not tokens or values is None or not text.startswith(body):
-            raise NotImplementedError(f"{self.base_url} does not echo prompt log-probabilities on /completions "
-                                      "(echo=True, logprobs=1); scoring needs vLLM, a legacy OpenAI completions "
-                                      "model or llama-cpp-python's server")
-        generated = text[len(body):]
+            raise NotImplementedError(
+                f"{self.base_url} does not echo prompt log-probabilities on /completions "
+                "(echo=True, logprobs=1); scoring needs vLLM, a legacy OpenAI completions "
+                "model or llama-cpp-python's server"
+            )
+        generated = text[len(body) :]
         if generated and tokens[-1] != generated:
             raise NotImplementedError(
                 f"{self.base_url} returned log-probabilities that stop before the generated token {generated!r}: "
                 "they are shifted by one token (llama-cpp-python's server does this for models that add no BOS "
                 "token). Start the prompt with the model's BOS token text (a chat-template-rendered prompt does) "
-                "or score on vLLM")
+                "or score on vLLM"
+            )
         picked, end = [], len(body)
         for token, value in zip(reversed(tokens[:-1]), reversed(values[:-1])):
             if end <= len(prompt):
                 break
-            if body[end - len(token):end] != token or value is None:
-                raise ValueError(f"the server's tokens do not spell out the completion (token {token!r} "
-                                 f"against {body[max(end - len(token), 0):end]!r}); cannot score it")
+            if body[end - len(token) : end] != token or value is None:
+                raise ValueError(
+                    f"the server's tokens do not spell out the completion (token {token!r} "
+                    f"against {body[max(end - len(token), 0) : end]!r}); cannot score it"
+                )
             picked.append(value)
             end -= len(token)
         if end > len(prompt):
@@ -196,11 +227,15 @@ class OpenAIEngine(Engine):
 
     def _check(self, request: Request) -> None:
         if self.api == "chat" and request.messages is None:
-            raise ValueError("a raw-prompt Request cannot go to a chat API: use api='completions' "
-                             "or send Request.chat(messages, params)")
+            raise ValueError(
+                "a raw-prompt Request cannot go to a chat API: use api='completions' "
+                "or send Request.chat(messages, params)"
+            )
         if self.api == "completions" and request.prompt is None:
-            raise ValueError("a chat Request cannot go to the completions API (this engine has no local "
-                             "chat template): use api='chat' or render the messages to a prompt first")
+            raise ValueError(
+                "a chat Request cannot go to the completions API (this engine has no local "
+                "chat template): use api='chat' or render the messages to a prompt first"
+            )
 
     def _submit(self, coroutine: Coroutine[Any, Any, Any]) -> Future:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
@@ -218,8 +253,14 @@ class OpenAIEngine(Engine):
 
     async def _generate_one(self, request: Request) -> Result:
         params = request.params
-        payload: dict[str, Any] = {"model": self.model, "temperature": params.temperature, "top_p": params.top_p,
-                                   "max_tokens": params.max_tokens, "stop": list(params.stop), "seed": params.seed}
+        payload: dict[str, Any] = {
+            "model": self.model,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "max_tokens": params.max_tokens,
+            "stop": list(params.stop),
+            "seed": params.seed,
+        }
         if self.api == "chat":
             payload["messages"] = request.message_dicts()
         else:
@@ -231,9 +272,12 @@ class OpenAIEngine(Engine):
             choice = answer["choices"][0]
             text = choice["message"]["content"] if self.api == "chat" else choice["text"]
             usage = answer.get("usage") or {}
-            return Completion(text=text or "", finish_reason=choice.get("finish_reason") or "unknown",
-                              prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                              completion_tokens=int(usage.get("completion_tokens") or 0))
+            return Completion(
+                text=text or "",
+                finish_reason=choice.get("finish_reason") or "unknown",
+                prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                completion_tokens=int(usage.get("completion_tokens") or 0),
+            )
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             return RequestError("engine_error", f"malformed answer ({exc!r}): {str(answer)[:300]}", retryable=True)
 
@@ -264,8 +308,9 @@ class OpenAIEngine(Engine):
                 continue
             if status >= 400:
                 reason = "prompt_too_long" if _TOO_LONG.search(response.text) else "engine_error"
-                return RequestError(reason, f"HTTP {status} from {url}: {response.text[:500]}",
-                                    retryable=status in _SETUP_STATUS)
+                return RequestError(
+                    reason, f"HTTP {status} from {url}: {response.text[:500]}", retryable=status in _SETUP_STATUS
+                )
             try:
                 return response.json()
             except ValueError:

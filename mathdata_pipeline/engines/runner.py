@@ -15,6 +15,8 @@ from mathdata_pipeline.engines.base import Completion, Engine, Request, RequestE
 from mathdata_pipeline.engines.ledger import RequestLedger, request_key, score_key
 
 Result = Completion | RequestError
+# How plain method modules generate: `generate(requests, row_ids) -> results` (the `llm` resource binds it).
+GenerateFn = Callable[[Sequence[Request], Sequence[str] | None], list[Result]]
 
 
 class ErrorBudgetExceeded(RuntimeError):
@@ -71,9 +73,16 @@ class Progress:
             self.log(f"{self.label}: {self.done}/{self.total} done, {rate:.2f}/s, ETA {eta:.0f}s")
 
 
-def run_requests(engine: Engine, ledger: RequestLedger, requests: Sequence[Request], *,
-                 row_ids: Sequence[str] | None = None, log: Callable[[str], None] = print,
-                 progress_interval: float = 30.0, max_error_share: float = 0.05) -> tuple[list[Result], GenerationStats]:
+def run_requests(
+    engine: Engine,
+    ledger: RequestLedger,
+    requests: Sequence[Request],
+    *,
+    row_ids: Sequence[str] | None = None,
+    log: Callable[[str], None] = print,
+    progress_interval: float = 30.0,
+    max_error_share: float = 0.05,
+) -> tuple[list[Result], GenerationStats]:
     """Generate `requests`, reusing every result already in `ledger`.
 
     Inputs: the engine; the ledger; the requests; `row_ids`, names of the rows the requests belong
@@ -101,7 +110,9 @@ def run_requests(engine: Engine, ledger: RequestLedger, requests: Sequence[Reque
     for position, result in engine.generate([requests[i] for i in pending]):
         first = pending[position]
         if isinstance(result, Completion) and not result.text.strip():
-            result = RequestError("empty_completion", f"{result.completion_tokens} tokens, finish_reason={result.finish_reason}")
+            result = RequestError(
+                "empty_completion", f"{result.completion_tokens} tokens, finish_reason={result.finish_reason}"
+            )
         ledger.record(keys[first], engine.info, requests[first].params, result)
         if isinstance(result, Completion):
             stats.generated_tokens += result.completion_tokens
@@ -123,8 +134,14 @@ def run_requests(engine: Engine, ledger: RequestLedger, requests: Sequence[Reque
     return results, stats  # type: ignore[return-value]
 
 
-def run_scores(engine: Engine, ledger: RequestLedger, pairs: Sequence[tuple[str, str]], *,
-               log: Callable[[str], None] = print, progress_interval: float = 30.0) -> tuple[list[TokenScore], GenerationStats]:
+def run_scores(
+    engine: Engine,
+    ledger: RequestLedger,
+    pairs: Sequence[tuple[str, str]],
+    *,
+    log: Callable[[str], None] = print,
+    progress_interval: float = 30.0,
+) -> tuple[list[TokenScore], GenerationStats]:
     """Score (prompt, completion) pairs with `engine.score`, reusing every score already in `ledger`.
 
     Output: (TokenScores aligned with `pairs`, statistics: `requests`, `cache_hits`, `prompt_tokens`
@@ -154,5 +171,6 @@ def _enforce_error_budget(results: Sequence[Result | None], row_ids: Sequence[st
     if results and len(failed) / len(results) > max_share:
         names = [f"{row_ids[i] if row_ids else i}: {r.reason} ({r.message[:80]})" for i, r in failed[:20]]
         more = f" and {len(failed) - 20} more" if len(failed) > 20 else ""
-        raise ErrorBudgetExceeded(f"{len(failed)} of {len(results)} requests failed "
-                                  f"(limit {max_share:.0%}): " + "; ".join(names) + more)
+        raise ErrorBudgetExceeded(
+            f"{len(failed)} of {len(results)} requests failed (limit {max_share:.0%}): " + "; ".join(names) + more
+        )

@@ -1,1 +1,0 @@
-"""Thin Dagster assets: read inputs, call a method, write a table, report metadata and checks."""

@@ -1,0 +1,58 @@
+"""Materialization metadata every table reports: row count, schema, preview, column statistics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+import pyarrow as pa
+
+from mathdata_pipeline.common.table_stats import markdown_column_stats, markdown_preview
+from mathdata_pipeline.engines.runner import GenerationStats
+
+
+def table_metadata(table: pa.Table, path: Any) -> dict[str, Any]:
+    """Dagster metadata for a written table: `dagster/row_count`, `dagster/column_schema`, the
+    path, a markdown preview of a few rows and per-column statistics."""
+    schema = dg.TableSchema(columns=[dg.TableColumn(f.name, str(f.type)) for f in table.schema])
+    return {
+        "dagster/row_count": dg.MetadataValue.int(table.num_rows),
+        "dagster/column_schema": schema,
+        "path": dg.MetadataValue.path(str(path)),
+        "preview": dg.MetadataValue.md(markdown_preview(table)),
+        "column_stats": dg.MetadataValue.md(markdown_column_stats(table)),
+    }
+
+
+def counts_metadata(counts: dict[str, int]) -> dict[str, Any]:
+    """Integer counters (rows read, dropped by reason, …) as Dagster int metadata."""
+    return {key: dg.MetadataValue.int(int(value)) for key, value in counts.items()}
+
+
+def generation_metadata(stats: GenerationStats) -> dict[str, Any]:
+    """The LLM metadata keys of CONVENTIONS.md (requests, cache_hits, errors, prompt_tokens,
+    completion_tokens, tokens_per_second, wall_seconds) from a `GenerationStats`."""
+    values = stats.as_metadata()
+    return {
+        key: (dg.MetadataValue.float(float(v)) if isinstance(v, float) else dg.MetadataValue.int(int(v)))
+        for key, v in values.items()
+    }
+
+
+def markdown_table(rows: dict[str, dict[str, Any]], key_label: str) -> str:
+    """A {row label: {column: value}} breakdown (per difficulty bin, per level, …) as a markdown
+    table; floats are rounded to 4 places for display, None shows as an empty cell."""
+    columns = list(dict.fromkeys(column for values in rows.values() for column in values))
+    lines = [f"| {key_label} | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for label, values in rows.items():
+        cells = [_display(values.get(column)) for column in columns]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _display(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"
+    return str(value)

@@ -1,0 +1,47 @@
+"""Names that become paths or partition keys (sources, partitions, mixture specs, shards, ledgers,
+exports): one rule, checked where a name enters, and one quoting for every path built from one.
+
+A name is 1–64 characters of lower-case ASCII letters, digits, `_`, `-` and `.`, starting with a
+letter or digit and never containing `..`: it is a valid Dagster partition key and a file name on
+every platform, and it can never leave the folder it is joined to.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote
+
+MAX_NAME_LENGTH = 64
+_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")
+
+
+class InvalidName(ValueError):
+    """A name that may not become a path or partition key; the message says where it came from."""
+
+
+def check_name(name: str, *, what: str, where: str = "") -> str:
+    """`name` when it follows the rule above; else InvalidName naming `where` (a file), `what` (e.g.
+    "seed source") and the problem."""
+    problem = None
+    if not isinstance(name, str) or not name:
+        problem = "is empty"
+    elif len(name) > MAX_NAME_LENGTH:
+        problem = f"is {len(name)} characters long (at most {MAX_NAME_LENGTH})"
+    elif not _NAME.fullmatch(name):
+        problem = "may hold only lower-case letters, digits, '_', '-' and '.', starting with a letter or digit"
+    elif ".." in name:
+        problem = "may not contain '..'"
+    if problem:
+        prefix = f"{where}: " if where else ""
+        raise InvalidName(f"{prefix}{what} name {name!r} {problem}")
+    return name
+
+
+def path_component(name: str) -> str:
+    """`name` quoted so that it is exactly one path component: every character outside
+    [A-Za-z0-9_.-] is percent-encoded, `.` and `..` are encoded whole. Defence in depth for paths
+    built from names, after `check_name` at the point of entry."""
+    quoted = quote(name, safe="-_.")
+    if quoted in ("", ".", ".."):
+        quoted = quoted.replace(".", "%2E") or "%00"
+    return quoted

@@ -1,0 +1,1 @@
+"""DART-Math: difficulty-aware rejection sampling (DARS) and its difficulty pass."""

@@ -1,0 +1,1 @@
+"""Influence pruning: LESS-style gradient features, s_C/s_I scores and baselines."""

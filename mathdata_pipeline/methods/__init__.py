@@ -1,1 +1,0 @@
-"""Algorithms with no Dagster import: reading, grading, decontamination, selection."""

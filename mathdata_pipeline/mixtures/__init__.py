@@ -1,0 +1,1 @@
+"""Mixture specs, composition, checks, exports and `mathdata trace`."""

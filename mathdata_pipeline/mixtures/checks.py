@@ -1,0 +1,52 @@
+"""The blocking checks of a mixture: no benchmark overlap, no duplicate rows, shares within
+tolerance, schema."""
+
+import dagster as dg
+import pyarrow as pa
+
+from mathdata_pipeline.decontamination.checks import CHECK_NAME as CONTAMINATION_CHECK
+from mathdata_pipeline.decontamination.checks import contamination_check
+from mathdata_pipeline.mixtures import compose as mix
+from mathdata_pipeline.mixtures.spec import MixtureSpec
+from mathdata_pipeline.storage.resources import TableStore
+
+MIXTURE_CHECKS = {
+    CONTAMINATION_CHECK: "No row's user turn overlaps a benchmark question.",
+    "no_duplicate_rows": "No row id or normalized conversation appears twice.",
+    "ratios_within_tolerance": "The reasoning/general shares match the spec within its tolerance (plus one row).",
+    "schema": "Columns and types are the mixture schema; every row has an assistant turn.",
+}
+
+MIXTURE_CHECK_SPECS = [
+    dg.AssetCheckSpec(name, asset="mixture", blocking=True, description=description)
+    for name, description in MIXTURE_CHECKS.items()
+]
+
+
+def mixture_checks(
+    store: TableStore, table: pa.Table, report: dict, spec: MixtureSpec, name: str
+) -> list[dg.AssetCheckResult]:
+    """The results of every mixture check on the composed `table` of spec `name` (its manifest
+    `report`); the contamination check writes its audit table."""
+    users = mix.user_text(table)
+    questions = pa.table({"row_id": [r for r, _ in users], "question": [q for _, q in users]})
+    results = [
+        contamination_check(
+            store, questions, asset_key="mixture", partition=name, id_column="row_id", text_column="question"
+        )
+    ]
+    for check, problems in (
+        ("no_duplicate_rows", mix.duplicate_rows(table)),
+        ("ratios_within_tolerance", mix.ratio_problems(report, spec)),
+        ("schema", mix.schema_problems(table)),
+    ):
+        results.append(
+            dg.AssetCheckResult(
+                check_name=check,
+                asset_key="mixture",
+                passed=not problems,
+                description="; ".join(problems[:10]) or "ok",
+                metadata={"problems": len(problems)},
+            )
+        )
+    return results

@@ -1,0 +1,1 @@
+"""QaDS: embeddings, one-shot quality, k-center diversity and the selection rules."""

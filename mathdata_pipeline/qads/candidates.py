@@ -1,0 +1,80 @@
+"""The rows QaDS chooses from: every solution (reasoning) and every general conversation, with
+the text that is embedded and scored."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from mathdata_pipeline.common.text import stable_hash
+
+CANDIDATE_SCHEMA = pa.schema(
+    [
+        pa.field("candidate_id", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("source", pa.string()),
+        pa.field("origin", pa.string()),
+        pa.field("question", pa.string()),
+        pa.field("response", pa.string()),
+    ]
+)
+
+
+def candidate_rows(
+    solutions: pa.Table | None, general: pa.Table | None, *, max_per_group: int = 0, seed: int = 0
+) -> pa.Table:
+    """Candidates of both kinds.
+
+    Inputs: all `solutions` rows (reasoning; id = `sample_id`); the `general_pool` (id = `row_id`;
+    the first user turn is the question and the first assistant turn the response); `max_per_group`,
+    when > 0, keeps at most that many rows per (kind, source, origin), chosen by a seeded hash
+    (the demo's CPU budget; 0 keeps everything). Output: CANDIDATE_SCHEMA rows, sorted by id.
+    """
+    rows = []
+    if solutions is not None:
+        for r in solutions.select(["sample_id", "source", "origin", "question", "response"]).to_pylist():
+            rows.append(
+                {
+                    "candidate_id": r["sample_id"],
+                    "kind": "reasoning",
+                    "source": r["source"],
+                    "origin": r["origin"],
+                    "question": r["question"],
+                    "response": r["response"],
+                }
+            )
+    if general is not None:
+        for r in general.select(["row_id", "source", "messages"]).to_pylist():
+            user = next((m["content"] for m in r["messages"] if m["role"] == "user"), "")
+            reply = next((m["content"] for m in r["messages"] if m["role"] == "assistant"), "")
+            rows.append(
+                {
+                    "candidate_id": r["row_id"],
+                    "kind": "general",
+                    "source": r["source"],
+                    "origin": "general",
+                    "question": user,
+                    "response": reply,
+                }
+            )
+    if max_per_group > 0:
+        groups: dict[tuple, list[dict]] = {}
+        for row in rows:
+            groups.setdefault((row["kind"], row["source"], row["origin"]), []).append(row)
+        rows = [
+            row
+            for members in groups.values()
+            for row in sorted(members, key=lambda r: stable_hash(str(seed), r["candidate_id"]))[:max_per_group]
+        ]
+    rows.sort(key=lambda r: r["candidate_id"])
+    return pa.Table.from_pylist(rows, schema=CANDIDATE_SCHEMA)
+
+
+def candidate_texts(solutions: pa.Table | None, general: pa.Table | None) -> dict[str, tuple[str, str]]:
+    """{candidate_id: (question, response)} of every candidate (the texts that are scored)."""
+    table = candidate_rows(solutions, general)
+    return dict(
+        zip(
+            table.column("candidate_id").to_pylist(),
+            zip(table.column("question").to_pylist(), table.column("response").to_pylist()),
+        )
+    )

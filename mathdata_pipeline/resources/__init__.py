@@ -1,1 +1,0 @@
-"""Dagster resources: the table store, data sources, and (later) engines and selectors."""

@@ -1,0 +1,373 @@
+"""ScaleQuest stages: `question_generator` (QFT, QPO), `synthesized_questions` (prefix trick +
+filters) and `synthesized_responses` (best of n)."""
+
+from pathlib import Path
+from typing import Literal
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import Field
+
+from mathdata_pipeline.common.metadata import counts_metadata, generation_metadata, table_metadata
+from mathdata_pipeline.common.partitions import synthesis_shards
+from mathdata_pipeline.common.plots import bar_chart
+from mathdata_pipeline.common.samples import SampleSpec, draw_samples
+from mathdata_pipeline.common.subsets import solver_subset
+from mathdata_pipeline.common.templates import TemplateName, get_template
+from mathdata_pipeline.common.text import params_hash
+from mathdata_pipeline.decontamination.checks import contamination_check, contamination_check_spec
+from mathdata_pipeline.decontamination.index import ContaminationIndex
+from mathdata_pipeline.engines.base import Request, SamplingParams
+from mathdata_pipeline.engines.resources import LLMResource
+from mathdata_pipeline.engines.runner import GenerationStats
+from mathdata_pipeline.grading import Grader
+from mathdata_pipeline.grading.voting import vote_on_samples
+from mathdata_pipeline.qads.embeddings import SentenceEmbedder
+from mathdata_pipeline.scalequest.best_of_n import RewardScorer
+from mathdata_pipeline.scalequest.filters import difficulty_scores_from_model
+from mathdata_pipeline.scalequest.generator import QpoPlan, latest_variant, train_question_generator
+from mathdata_pipeline.scalequest.prefix import clean_question, judge_messages, resolve_prefix, synthesis_requests
+from mathdata_pipeline.scalequest.rows import kept_responses, question_rows
+from mathdata_pipeline.scalequest.synthesis import FilterSettings, filter_questions
+from mathdata_pipeline.scalequest.training import QftConfig, QpoConfig
+from mathdata_pipeline.storage.resources import TableStore
+
+PrefixName = Literal["auto", "qwen2-math", "deepseekmath"]
+
+
+class GeneratorConfig(dg.Config):
+    """Question-generator training (METHODS.md §3.3): QFT on seed questions, then QPO on pairs
+    (the optimizer LLM's rewrite = chosen, the original = rejected). Paper defaults;
+    `configs/demo.yaml` shrinks them to a few CPU steps."""
+
+    base: str = Field(default="embedded", description="model to fine-tune: embedded, a folder or a hub id")
+    prefix: PrefixName = Field(
+        default="auto", description="user-turn prefix: auto = from the llm profile's chat template"
+    )
+    qft_questions: int = Field(default=15000, ge=1, description="seed questions QFT trains on")
+    qft_max_steps: int = Field(default=0, ge=0, description="QFT optimizer steps; 0 = one epoch")
+    qft_learning_rate: float = Field(default=2e-5, gt=0, description="QFT learning rate")
+    use_lora: bool = Field(
+        default=True, description="LoRA adapters (merged after training) instead of full fine-tuning"
+    )
+    qpo: bool = Field(default=True, description="run QPO after QFT")
+    qpo_questions: int = Field(default=10000, ge=1, description="questions the QFT model writes for QPO")
+    qpo_rewrite: Literal["solvability", "difficulty"] = Field(
+        default="solvability", description="what the optimizer improves"
+    )
+    question_max_tokens: int = Field(default=1024, ge=1, description="tokens per question the QFT model writes")
+    optimizer_profile: str = Field(
+        default="", description="engine profile of the optimizer LLM; empty = the llm resource's"
+    )
+    rewrite_max_tokens: int = Field(default=1024, ge=1, description="tokens per optimizer rewrite")
+    qpo_max_steps: int = Field(default=0, ge=0, description="QPO optimizer steps; 0 = one epoch")
+    qpo_learning_rate: float = Field(default=5e-7, gt=0, description="QPO learning rate")
+    qpo_batch: int = Field(default=8, ge=1, description="QPO pairs per device batch")
+    qpo_min_pairs: int = Field(default=2, ge=1, description="skip QPO (with a warning) below this many parsed pairs")
+    seed: int = Field(default=0, description="training seed")
+
+    def qft_config(self) -> QftConfig:
+        """The QFT settings."""
+        return QftConfig(
+            base=self.base,
+            max_steps=self.qft_max_steps,
+            learning_rate=self.qft_learning_rate,
+            use_lora=self.use_lora,
+            seed=self.seed,
+        )
+
+    def qpo_plan(self) -> QpoPlan | None:
+        """The QPO plan, None when QPO is off."""
+        if not self.qpo:
+            return None
+        training = QpoConfig(
+            max_steps=self.qpo_max_steps,
+            learning_rate=self.qpo_learning_rate,
+            per_device_batch=self.qpo_batch,
+            seed=self.seed,
+        )
+        return QpoPlan(
+            questions=self.qpo_questions,
+            question_max_tokens=self.question_max_tokens,
+            rewrite_kind=self.qpo_rewrite,
+            rewrite_max_tokens=self.rewrite_max_tokens,
+            min_pairs=self.qpo_min_pairs,
+            training=training,
+        )
+
+
+def _generator_root(store: TableStore) -> Path:
+    return store.local_dir("question_generator", purpose="question_generator")
+
+
+@dg.asset(group_name="synthesis", kinds={"pytorch"}, deps=["seed_problems"], pool="gpu")
+def question_generator(
+    context: dg.AssetExecutionContext, config: GeneratorConfig, llm: LLMResource, store: TableStore
+) -> dg.MaterializeResult:
+    """QFT (and QPO) of the question generator; the trained model sits under
+    `<storage>/question_generator/{qft,qpo}/` as merged weights (`hf/`) and `model.gguf`."""
+    prefix = resolve_prefix(config.prefix, llm.engine().chat_template())
+    seeds = store.read_all("seed_problems", columns=["problem_id", "question", "reference_answer"])
+    seeds = solver_subset(seeds, max_questions=config.qft_questions, salt="qft")
+    root, stats = _generator_root(store), []
+    run = train_question_generator(
+        seeds.column("question").to_pylist(),
+        prefix,
+        root,
+        config.qft_config(),
+        config.qpo_plan(),
+        generate_questions=llm.generate_fn(context, stats, ledger_name="qpo", model_dir=root / "qft"),
+        rewrite=llm.generate_fn(context, stats, ledger_name="qpo_rewrite", profile=config.optimizer_profile),
+        release=llm.close_engine,
+    )
+    if run.skipped:
+        context.log.warning(f"QPO skipped: {run.skipped}")
+    metadata = {
+        "qft_steps": run.qft.steps,
+        "qft_final_loss": round(float(run.qft.train_loss[-1]), 4) if run.qft.train_loss else None,
+        "qft_seconds": round(run.qft.wall_seconds, 1),
+        "qft_model": dg.MetadataValue.path(str(root / "qft")),
+        "latest": run.final,
+    }
+    if config.qpo:
+        metadata.update(
+            {
+                "qpo_pairs": run.pairs,
+                **{f"qpo_dropped/{k}": v for k, v in run.dropped.items()},
+                **generation_metadata(GenerationStats.combine(stats)),
+            }
+        )
+    if run.qpo is not None:
+        metadata.update(
+            {
+                "qpo_steps": run.qpo.steps,
+                "qpo_seconds": round(run.qpo.wall_seconds, 1),
+                "qpo_model": dg.MetadataValue.path(str(root / "qpo")),
+            }
+        )
+    return dg.MaterializeResult(metadata=metadata)
+
+
+class SynthesisConfig(dg.Config):
+    """Question synthesis and filters (METHODS.md §3.3 steps 3–4; paper defaults). Filters run in
+    order: language, near-duplicates (MiniLM cosine), benchmark overlap, solvability (LLM judge;
+    the final Yes/No verdict, or any "yes" with `reference_verdict`), the solver's majority answer
+    (the project's vote; the winner becomes the reference answer), difficulty (1 − the winner's
+    share, or a sequence-classification `scorer_model`) with `difficulty_rule`. The solver samples
+    are saved in `synthesis_samples/<shard>`; kept questions join `question_pool[pool_source]`."""
+
+    generator: Literal["base", "trained"] = Field(
+        default="base", description="base = the llm profile's model; trained = the latest question_generator"
+    )
+    generator_profile: str = Field(
+        default="", description="engine profile that writes the questions; empty = the llm resource's"
+    )
+    prefix: PrefixName = Field(
+        default="auto", description="user-turn prefix: auto = from the generator's chat template"
+    )
+    questions_per_shard: int = Field(default=2000, ge=1, description="questions generated per shard")
+    temperature: float = Field(default=1.0, ge=0.0, le=5.0)
+    top_p: float = Field(default=0.99, gt=0.0, le=1.0)
+    max_tokens: int = Field(default=1024, ge=1, description="tokens per generated question")
+    language: str = Field(
+        default="ascii",
+        pattern=r"^(ascii|latin|regex:.+)$",
+        description="characters a question may use: ascii (the paper), latin (Latin-1, Greek, math symbols) "
+        "or regex:<pattern>",
+    )
+    near_duplicate_threshold: float = Field(
+        default=0.95, gt=0.0, le=1.0, description="cosine at which two questions are duplicates"
+    )
+    solvability: bool = Field(default=True, description="run the LLM judge")
+    judge_profile: str = Field(default="", description="engine profile of the judge; empty = the llm resource's")
+    judge_max_tokens: int = Field(default=2048, ge=1)
+    reference_verdict: bool = Field(default=False, description='the paper\'s rule: any "yes" in the judgement passes')
+    difficulty: Literal["solver", "scorer"] = Field(
+        default="solver", description="difficulty from the solver's vote or a scorer model"
+    )
+    scorer_model: str = Field(default="", description="sequence-classification model for difficulty: scorer")
+    solver_profile: str = Field(default="", description="engine profile of the solver; empty = the llm resource's")
+    solver_template: TemplateName = Field(default="chat")
+    solver_samples: int = Field(default=5, ge=1, description="solver samples per question (votes)")
+    solver_temperature: float = Field(default=0.7, ge=0.0, le=5.0)
+    solver_top_p: float = Field(default=0.95, gt=0.0, le=1.0)
+    solver_max_tokens: int = Field(default=2048, ge=1)
+    min_agreement: float = Field(
+        default=0.4, ge=0.0, le=1.0, description="share of the votes the majority answer needs"
+    )
+    difficulty_rule: Literal["none", "drop_easy_fraction", "min_difficulty"] = Field(default="drop_easy_fraction")
+    difficulty_fraction: float = Field(default=0.2, ge=0.0, le=1.0, description="drop_easy_fraction: share dropped")
+    difficulty_threshold: float = Field(default=0.0, description="min_difficulty: least difficulty kept")
+    pool_source: str = Field(default="math", description="question_pool partition the kept questions join")
+
+    def filter_settings(self) -> FilterSettings:
+        """The plain settings of `scalequest.synthesis.filter_questions`."""
+        return FilterSettings(
+            language=self.language,
+            near_duplicate_threshold=self.near_duplicate_threshold,
+            solvability=self.solvability,
+            reference_verdict=self.reference_verdict,
+            difficulty_rule=self.difficulty_rule,
+            difficulty_fraction=self.difficulty_fraction,
+            difficulty_threshold=self.difficulty_threshold,
+        )
+
+
+def _generate_questions(
+    context, config: SynthesisConfig, llm: LLMResource, store: TableStore, shard: str, stats: list[GenerationStats]
+) -> pa.Table:
+    """One shard of raw questions from the base or trained generator, as problem rows."""
+    model_dir = latest_variant(_generator_root(store)) if config.generator == "trained" else None
+    engine = llm.engine(config.generator_profile, model_dir)
+    prefix = resolve_prefix(config.prefix, engine.chat_template())
+    generator_id = engine.info.model_id + (f"@{engine.info.revision}" if model_dir else "")
+    requests = synthesis_requests(
+        prefix,
+        config.questions_per_shard,
+        generator_id=generator_id,
+        shard=shard,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        max_tokens=config.max_tokens,
+    )
+    results = llm.generate_fn(
+        context, stats, ledger_name="synthesis", profile=config.generator_profile, model_dir=model_dir
+    )(requests, None)
+    return question_rows(
+        [clean_question(getattr(r, "text", ""), prefix) for r in results],
+        [r.params.seed for r in requests],
+        [getattr(r, "completion_tokens", 0) for r in results],
+        generator=generator_id,
+        shard=shard,
+        source=config.pool_source,
+        params_hash=params_hash(config.model_dump()),
+    )
+
+
+def _judge(context, config: SynthesisConfig, llm: LLMResource, stats: list[GenerationStats]):
+    """(questions, row ids) -> the judge's raw judgements ("" for a failed request)."""
+    params = SamplingParams(temperature=0.0, max_tokens=config.judge_max_tokens, seed=0)
+    generate = llm.generate_fn(context, stats, ledger_name="judge", profile=config.judge_profile)
+    return lambda questions, ids: [
+        getattr(r, "text", "") for r in generate([Request.chat(judge_messages(q), params) for q in questions], ids)
+    ]
+
+
+def _solve(context, config: SynthesisConfig, llm: LLMResource, grader: Grader, stats: list[GenerationStats]):
+    """kept questions -> (the solver's samples with the vote's columns, {problem_id: Vote})."""
+    params = SamplingParams(
+        temperature=config.solver_temperature, top_p=config.solver_top_p, max_tokens=config.solver_max_tokens
+    )
+    generate = llm.generate_fn(context, stats, ledger_name="solver/synthesized", profile=config.solver_profile)
+
+    def solve(kept: pa.Table):
+        specs = [
+            SampleSpec(r["problem_id"], r["question"], k, 0)
+            for r in kept.select(["problem_id", "question"]).to_pylist()
+            for k in range(config.solver_samples)
+        ]
+        samples = draw_samples(
+            specs,
+            template=get_template(config.solver_template),
+            params=params,
+            seed_salt="scalequest-solver",
+            model=llm.model_id(config.solver_profile),
+            generate=generate,
+        )
+        return vote_on_samples(samples, grader, min_share=config.min_agreement)
+
+    return solve
+
+
+def _difficulty_model(config: SynthesisConfig):
+    """questions -> difficulty scores from `scorer_model`, or None for the solver's vote."""
+    if config.difficulty != "scorer":
+        return None
+    return lambda questions: difficulty_scores_from_model(questions, config.scorer_model)
+
+
+@dg.asset(
+    partitions_def=synthesis_shards,
+    group_name="synthesis",
+    kinds={"parquet"},
+    pool="gpu",
+    deps=["question_generator", "contamination_index"],
+    check_specs=[contamination_check_spec("synthesized_questions", blocking=True)],
+)
+def synthesized_questions(
+    context: dg.AssetExecutionContext, config: SynthesisConfig, llm: LLMResource, store: TableStore
+) -> dg.MaterializeResult:
+    """Questions written from scratch with the prefix trick, one shard at a time, through the
+    filters; rejected rows go to `synthesis_audit/<shard>` with the step and the reason."""
+    shard, stats = context.partition_key, []
+    table = _generate_questions(context, config, llm, store, shard, stats)
+    with Grader() as grader:
+        run = filter_questions(
+            table,
+            config.filter_settings(),
+            index=ContaminationIndex.from_table(store.read("contamination_index")),
+            embed=SentenceEmbedder("embedded").embed,
+            judge=_judge(context, config, llm, stats),
+            solve=_solve(context, config, llm, grader, stats),
+            difficulty_model=_difficulty_model(config),
+        )
+    store.write(run.samples, "synthesis_samples", shard)
+    audit_path = store.write(run.audit(), "synthesis_audit", shard)
+    path = store.write(run.kept, "synthesized_questions", shard)
+    check = contamination_check(
+        store,
+        run.kept,
+        asset_key="synthesized_questions",
+        partition=shard,
+        id_column="problem_id",
+        text_column="question",
+    )
+    total = GenerationStats.combine(stats)
+    chart = bar_chart(
+        "questions left after each filter", [s.step for s in run.steps], {"kept": [s.n_out for s in run.steps]}
+    )
+    return dg.MaterializeResult(
+        metadata={
+            **table_metadata(run.kept, path),
+            **generation_metadata(total),
+            **run.step_counts(),
+            "filter_chart": dg.MetadataValue.md(chart),
+            "generated": table.num_rows,
+            "kept": run.kept.num_rows,
+            "generator": table.column("generator")[0].as_py() if table.num_rows else "",
+            "audit_path": dg.MetadataValue.path(str(audit_path)),
+            "question_tokens": int(pc.sum(table.column("completion_tokens")).as_py() or 0),
+            "tokens_per_kept_question": round(total.completion_tokens / run.kept.num_rows, 1)
+            if run.kept.num_rows
+            else None,
+        },
+        check_results=[check],
+    )
+
+
+class SynthResponseConfig(dg.Config):
+    """Best of n (METHODS.md §3.3 steps 5–6) over the solver samples that `synthesized_questions`
+    drew: one kept response per question among those with its majority answer, by a reward model
+    (`reward_model`: any Hugging Face sequence-classification model) or else the first of them."""
+
+    reward_model: str = Field(default="", description="reward model folder or hub id; empty = the majority rule")
+    reward_batch_size: int = Field(default=4, ge=1, description="responses per reward-model batch")
+
+
+@dg.asset(partitions_def=synthesis_shards, group_name="synthesis", kinds={"parquet"}, deps=["synthesized_questions"])
+def synthesized_responses(
+    context: dg.AssetExecutionContext, config: SynthResponseConfig, store: TableStore
+) -> dg.MaterializeResult:
+    """Every solver sample of the kept synthesized questions, graded for self-consistency against
+    the majority answer; `kept` marks the chosen response, `choice` says why."""
+    shard = context.partition_key
+    questions = store.read("synthesized_questions", shard, columns=["problem_id", "question"])
+    kept_ids = questions.column("problem_id").combine_chunks()
+    samples = store.read("synthesis_samples", shard).filter(pc.is_in(pc.field("problem_id"), kept_ids))
+    scorer = RewardScorer(config.reward_model, batch_size=config.reward_batch_size) if config.reward_model else None
+    table, counts = kept_responses(samples, dict(zip(*questions.to_pydict().values())), scorer)
+    path = store.write(table, "synthesized_responses", shard)
+    return dg.MaterializeResult(
+        metadata={**table_metadata(table, path), **counts_metadata(counts), "rule": "reward" if scorer else "majority"}
+    )

@@ -1,0 +1,106 @@
+"""The table store: Parquet tables under `MATHDATA_STORAGE`, one place per asset and partition.
+
+Layout: `<root>/<asset_key>/<partition>.parquet` for a partitioned asset and
+`<root>/<asset_key>/data.parquet` otherwise, so `pyarrow.dataset.dataset(<root>/<asset_key>)`
+reads every partition. Writes are atomic: a local file is written under a hidden temporary name
+and renamed over the old one (a reader sees the old table or the new one, never half of one);
+on object storage a single-object PUT already is atomic.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from urllib.parse import quote
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+from pydantic import Field
+from upath import UPath
+
+_UNPARTITIONED = "data"
+
+
+class TableStore(dg.ConfigurableResource):
+    """Reads and writes the pipeline's Parquet tables.
+
+    `root` is a local path or an fsspec URL (`s3://bucket/prefix`, `gs://…`); empty means the
+    `MATHDATA_STORAGE` environment variable at run time, else `./storage`.
+    """
+
+    root: str = Field(default="", description="Local path or object-storage URL; empty = $MATHDATA_STORAGE or ./storage")
+
+    def root_path(self) -> UPath:
+        """The resolved storage root."""
+        return UPath(self.root or os.environ.get("MATHDATA_STORAGE") or "storage")
+
+    def is_local(self) -> bool:
+        """Whether the root is a local folder (not object storage)."""
+        return self.root_path().protocol in ("", "file", "local")
+
+    def local_dir(self, *parts: str, purpose: str) -> Path:
+        """A local folder under the root for files that are not tables (model weights, feature
+        shards, caches, exports): `<root>/<parts…>`. Raises ValueError naming `purpose` when the
+        root is object storage."""
+        if not self.is_local():
+            raise ValueError(f"{purpose} writes local files and needs a local MATHDATA_STORAGE, not {self.root_path()}")
+        return Path(self.root_path().path).joinpath(*parts)
+
+    def path_for(self, asset_key: str, partition: str | None = None) -> UPath:
+        """Where the table of `asset_key` (slash-separated) and `partition` lives."""
+        name = quote(partition, safe="-_.=+,@") if partition is not None else _UNPARTITIONED
+        return self.root_path().joinpath(*asset_key.split("/"), f"{name}.parquet")
+
+    def write(self, table: pa.Table, asset_key: str, partition: str | None = None) -> UPath:
+        """Atomically replace the table of (asset_key, partition) with `table`; returns its path."""
+        path = self.path_for(asset_key, partition)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if self.is_local():
+            tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+            try:
+                pq.write_table(table, tmp.path, compression="zstd")
+                os.replace(tmp.path, path.path)
+            finally:
+                if tmp.exists():
+                    tmp.unlink()
+        else:
+            with path.open("wb") as fh:
+                pq.write_table(table, fh, compression="zstd")
+        return path
+
+    def exists(self, asset_key: str, partition: str | None = None) -> bool:
+        """Whether a table was written for (asset_key, partition)."""
+        return self.path_for(asset_key, partition).exists()
+
+    def read(self, asset_key: str, partition: str | None = None, columns: list[str] | None = None) -> pa.Table:
+        """Read one table (one partition, or the unpartitioned table). Raises FileNotFoundError
+        with the asset name when it was never materialized."""
+        path = self.path_for(asset_key, partition)
+        if not path.exists():
+            what = f"{asset_key}[{partition}]" if partition is not None else asset_key
+            raise FileNotFoundError(f"table {what} not found at {path}; materialize it first")
+        with path.open("rb") as fh:
+            return pq.read_table(fh, columns=columns)
+
+    def read_if_exists(self, asset_key: str, partition: str | None = None,
+                       columns: list[str] | None = None) -> pa.Table | None:
+        """`read`, or None when the table was never materialized."""
+        return self.read(asset_key, partition, columns) if self.exists(asset_key, partition) else None
+
+    def read_all(self, asset_key: str, columns: list[str] | None = None) -> pa.Table:
+        """Read every partition of `asset_key` as one table (files in name order)."""
+        directory = self.root_path().joinpath(*asset_key.split("/"))
+        if not directory.exists():
+            raise FileNotFoundError(f"no tables for {asset_key} under {directory}; materialize it first")
+        dataset = pads.dataset(directory.path, format="parquet", filesystem=directory.fs)
+        files = sorted(dataset.files)
+        return pads.dataset(files, format="parquet", filesystem=directory.fs).to_table(columns=columns)
+
+    def read_all_if_exists(self, asset_key: str, columns: list[str] | None = None) -> pa.Table | None:
+        """`read_all`, or None when no partition was ever materialized."""
+        if not self.root_path().joinpath(*asset_key.split("/")).exists():
+            return None
+        return self.read_all(asset_key, columns)

@@ -1,0 +1,158 @@
+"""The embedded llama.cpp engine, the request ledger and the runner, on the real SmolLM2 model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import pytest
+
+from mathdata_pipeline.engines.base import Completion, Engine, Request, RequestError, SamplingParams, derive_seed
+from mathdata_pipeline.engines.ledger import RequestLedger
+from mathdata_pipeline.engines.local import LocalEngine
+from mathdata_pipeline.engines.runner import ErrorBudgetExceeded, run_requests, run_scores
+
+QUESTION = [{"role": "user", "content": "What is 2 + 3? Answer with a number."}]
+
+
+@pytest.fixture(scope="module")
+def engine():
+    with LocalEngine(n_ctx=512) as eng:
+        yield eng
+
+
+def _request(seed: int, max_tokens: int = 12, temperature: float = 0.8) -> Request:
+    return Request.chat(QUESTION, SamplingParams(temperature=temperature, top_p=0.95, max_tokens=max_tokens, seed=seed))
+
+
+def test_chat_template_comes_from_the_gguf(engine):
+    rendered = engine.render(_request(1))
+    assert rendered.startswith("<|im_start|>system") or rendered.startswith("<|im_start|>user")
+    assert rendered.endswith("<|im_start|>assistant\n") and "What is 2 + 3?" in rendered
+    assert engine.info.backend == "local" and len(engine.info.revision) == 12
+
+
+def test_seeded_sampling_is_reproducible_and_seeds_differ(engine):
+    requests = [_request(7), _request(7)] + [_request(s) for s in range(100, 106)]
+    results = dict(engine.generate(requests))
+    texts = [results[i].text for i in range(len(requests))]
+    assert texts[0] == texts[1]
+    assert len(set(texts[2:])) > 1
+    first = results[0]
+    assert isinstance(first, Completion) and first.prompt_tokens > 5 and 0 < first.completion_tokens <= 12
+
+
+def test_length_finish_reason_and_prompt_too_long(engine):
+    ((_, capped),) = engine.generate([_request(3, max_tokens=4)])
+    assert capped.finish_reason == "length" and capped.completion_tokens == 4
+    huge = Request(prompt="word " * 2000, params=SamplingParams(max_tokens=4))
+    ((_, error),) = engine.generate([huge])
+    assert isinstance(error, RequestError) and error.reason == "prompt_too_long" and not error.retryable
+
+
+def test_score_prefers_the_likely_continuation(engine):
+    prompt = "The capital of France is"
+    likely, unlikely = engine.score(prompt, " Paris."), engine.score(prompt, " banana spaceship.")
+    assert likely.tokens >= 2 and likely.logprob > unlikely.logprob
+
+
+class CountingEngine(Engine):
+    """Wraps the real engine and counts the requests it is actually asked to generate."""
+
+    def __init__(self, inner: Engine):
+        self.inner, self.info, self.generated, self.scored = inner, inner.info, 0, 0
+
+    def render(self, request):
+        return self.inner.render(request)
+
+    def generate(self, requests: Sequence[Request]) -> Iterator:
+        self.generated += len(requests)
+        yield from self.inner.generate(requests)
+
+    def score(self, prompt, completion):
+        self.scored += 1
+        return self.inner.score(prompt, completion)
+
+
+class EmptyCompletionInjectingEngine(CountingEngine):
+    """Fault injection: blanks the completion of every request whose seed is odd."""
+
+    def generate(self, requests):
+        for index, result in super().generate(requests):
+            if requests[index].params.seed % 2:
+                result = Completion("  ", "stop", result.prompt_tokens, 1)
+            yield index, result
+
+
+def test_ledger_reuses_finished_requests_and_new_params_are_new_keys(engine, tmp_path):
+    requests = [_request(derive_seed("p1", 0, i)) for i in range(4)]
+    counting = CountingEngine(engine)
+    with RequestLedger(tmp_path / "l.sqlite") as ledger:
+        first, stats1 = run_requests(counting, ledger, requests, log=lambda _: None)
+        again, stats2 = run_requests(counting, ledger, requests, log=lambda _: None)
+        assert counting.generated == 4 and stats1.cache_hits == 0 and stats2.cache_hits == 4
+        assert first == again and stats2.tokens_per_second == 0.0
+        changed = [_request(r.params.seed, max_tokens=13) for r in requests[:2]]
+        run_requests(counting, ledger, changed, log=lambda _: None)
+        assert counting.generated == 6 and len(ledger) == 6
+    metadata = stats1.as_metadata()
+    assert set(metadata) == {
+        "requests",
+        "cache_hits",
+        "errors",
+        "prompt_tokens",
+        "completion_tokens",
+        "tokens_per_second",
+        "wall_seconds",
+    }
+    assert metadata["completion_tokens"] > 0 and metadata["tokens_per_second"] > 0
+
+
+def test_bad_rows_are_recorded_and_skipped_until_the_error_budget(engine, tmp_path):
+    long_prompt = Request(prompt="word " * 2000, params=SamplingParams(max_tokens=4))
+    requests = [_request(2 * i) for i in range(19)] + [long_prompt]  # 1 of 20 = 5%: allowed
+    lines: list[str] = []
+    with RequestLedger(tmp_path / "l.sqlite") as ledger:
+        results, stats = run_requests(engine, ledger, requests, log=lines.append, progress_interval=0)
+        assert stats.errors == 1 and isinstance(results[-1], RequestError)
+        assert any("20/20 done" in line and "ETA" in line for line in lines)
+        with pytest.raises(ErrorBudgetExceeded, match=r"row-a: empty_completion.*row-b: prompt_too_long"):
+            run_requests(
+                EmptyCompletionInjectingEngine(engine),
+                ledger,
+                [_request(1), long_prompt, _request(4)],
+                row_ids=["row-a", "row-b", "row-c"],
+                log=lambda _: None,
+            )
+
+
+def test_same_seed_same_text_whatever_ran_before(engine):
+    target = _request(11, max_tokens=16)
+    ((_, alone),) = engine.generate([target])
+    results = dict(engine.generate([_request(12, max_tokens=16), target]))
+    assert results[1].text == alone.text
+
+
+def test_stats_of_several_rounds_add_up():
+    from mathdata_pipeline.engines.runner import GenerationStats
+
+    total = GenerationStats.combine(
+        [
+            GenerationStats(requests=2, completion_tokens=10, generated_tokens=10, wall_seconds=1.0),
+            GenerationStats(requests=3, cache_hits=3, completion_tokens=7, wall_seconds=1.0),
+        ]
+    )
+    assert (total.requests, total.cache_hits, total.completion_tokens) == (5, 3, 17)
+    assert total.tokens_per_second == 5.0
+
+
+def test_scores_go_through_the_ledger_and_are_reused(engine, tmp_path):
+    pairs = [("Question: 2+2?\nAnswer:", " 4"), ("Question: 3+3?\nAnswer:", " 6"), ("Question: 2+2?\nAnswer:", " 4")]
+    counting = CountingEngine(engine)
+    with RequestLedger(tmp_path / "l.sqlite") as ledger:
+        first, stats1 = run_scores(counting, ledger, pairs, log=lambda _: None)
+        assert counting.scored == 2 and stats1.cache_hits == 0  # the repeated pair is scored once
+        again, stats2 = run_scores(counting, ledger, pairs, log=lambda _: None)
+    assert counting.scored == 2 and stats2.cache_hits == 3
+    assert first == again and first[0] == first[2]
+    direct = engine.score(*pairs[1])
+    assert first[1].tokens == direct.tokens and abs(first[1].logprob - direct.logprob) < 1e-6
