@@ -73,7 +73,7 @@ def augmented_questions(
     params = SamplingParams(temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_tokens)
     jobs = rewrite_jobs(
         seeds,
-        types=[t.value for t in config.rewrite_types],
+        types=[RewriteType(t).value for t in config.rewrite_types],
         k=config.questions_per_rewrite,
         rounds=config.rounds,
         variant=config.prompt_variant or ("math" if source == "math" else "gsm8k"),
