@@ -59,6 +59,7 @@ def prepare_upload(folder: Path, spec: str) -> Upload:
     differs); the data file's line count is not the manifest's row count. A spec file that cannot
     be read raises InputError.
     """
+    current = load_mixture_spec(spec).config_hash()
     if not folder.is_dir():
         raise PublishError(
             f"no export of mixture {spec!r} at {folder}: materialize `mixture` for {spec} first "
@@ -77,7 +78,6 @@ def prepare_upload(folder: Path, spec: str) -> Upload:
     failed = [f"{name} ({verdict['description']})" for name, verdict in checks.items() if not verdict["passed"]]
     if failed:
         raise PublishError(f"mixture {spec!r} failed its checks: {'; '.join(failed)}")
-    current = load_mixture_spec(spec).config_hash()
     if manifest["config_hash"] != current:
         raise PublishError(
             f"the export of {spec!r} was built from config {manifest['config_hash']}, but "

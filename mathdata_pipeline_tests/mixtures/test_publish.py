@@ -153,6 +153,13 @@ def test_publish_refuses_failed_checks_a_missing_verdict_and_a_changed_spec(smal
     shutil.copytree(export_folder(small_mixture.local_dir(purpose="test"), SPEC), folder)
     manifest = json.loads((folder / "manifest.json").read_text())
     assert prepare_upload(folder, SPEC).files == [folder / name for name in PUBLISHED_FILES]
+    rejected = tmp_path / "mixture_rejected" / f"{SPEC}.parquet"  # a later build that failed its checks
+    rejected.parent.mkdir()
+    rejected.write_bytes(b"")
+    os.utime(rejected, (rejected.stat().st_atime, (folder / "manifest.json").stat().st_mtime + 60))
+    assert prepare_upload(folder, SPEC).notes == [
+        f"the latest build of {SPEC} failed its checks ({rejected}); this is the last good export"
+    ]
 
     failed = {**manifest["checks"], "no_duplicate_rows": {"passed": False, "description": "row mx-1 repeats"}}
     (folder / "manifest.json").write_text(json.dumps({**manifest, "checks": failed}))
