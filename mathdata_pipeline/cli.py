@@ -3,6 +3,7 @@
     mathdata grade FILE.jsonl [-o OUT.jsonl] [--timeout S] [--workers N] [--no-fallback]
     mathdata trace ROW_ID [--storage ROOT] [--json]
     mathdata validate-config FILE.yaml
+    mathdata publish SPEC --repo ORG/NAME [--private] [--dry-run] [--storage ROOT]
 
 To add a subcommand (e.g. `mathdata trace ROW_ID`): write `_add_trace_command(subparsers)` that
 registers its arguments and `set_defaults(handler=_run_trace)`, where `_run_trace(args) -> int`
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 EXIT_OK = 0
+EXIT_REFUSED = 1
 EXIT_USAGE = 2
 _GRADE_BATCH = 2000
 
@@ -201,10 +203,59 @@ def _run_validate_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_publish_command(subparsers: argparse._SubParsersAction) -> None:
+    """`mathdata publish SPEC --repo ORG/NAME [--private] [--dry-run] [--storage ROOT]`: upload the
+    last good export of a mixture spec and its dataset card to the Hugging Face Hub."""
+    parser = subparsers.add_parser(
+        "publish",
+        help="upload a mixture's last good export and its card to the Hugging Face Hub",
+        description=(
+            "Upload README.md (the dataset card), mixture.jsonl and manifest.json of the export of SPEC "
+            "in one commit. Refused (exit 1) when the export's check verdict has a failed check, or the "
+            "spec changed since the export. The token comes from HF_TOKEN or `hf auth login`; HF_ENDPOINT "
+            "selects another Hub."
+        ),
+    )
+    parser.add_argument("spec", metavar="SPEC", help="mixture spec name (configs/mixtures/SPEC.yaml)")
+    parser.add_argument("--repo", required=True, metavar="ORG/NAME", help="Hub dataset repo to publish to")
+    parser.add_argument("--private", action="store_true", help="create the repo private (a public one is refused)")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="upload nothing: list the files and print the card (works offline)"
+    )
+    parser.add_argument("--storage", default="", help="storage root; default $MATHDATA_STORAGE or ./storage")
+    parser.set_defaults(handler=_run_publish)
+
+
+def _run_publish(args: argparse.Namespace) -> int:
+    import os
+
+    from mathdata_pipeline.mixtures import publish
+    from mathdata_pipeline.sources.readers import InputError as SpecError
+
+    root = Path(args.storage or os.environ.get("MATHDATA_STORAGE") or "storage")
+    try:
+        publish.check_repo_id(args.repo)
+        upload = publish.prepare_upload(publish.export_folder(root, args.spec), args.spec)
+        if args.dry_run:
+            print(publish.describe(upload, args.repo, args.private, publish.hub_endpoint()), end="")
+            return EXIT_OK
+        for note in upload.notes:
+            print(f"mathdata publish: note: {note}", file=sys.stderr)
+        url = publish.push_to_hub(upload, args.repo, args.private)
+    except SpecError as error:
+        raise InputError(str(error)) from error
+    except publish.PublishError as error:
+        print(f"mathdata publish: refused: {error}", file=sys.stderr)
+        return EXIT_REFUSED
+    print(f"published {args.spec} ({upload.manifest['rows']} rows) to {args.repo}: {url}")
+    return EXIT_OK
+
+
 _COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_grade_command,
     _add_trace_command,
     _add_validate_config_command,
+    _add_publish_command,
 )
 
 
@@ -221,8 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `mathdata` console script.
 
     Input: the arguments after the program name (default: `sys.argv[1:]`). Output: the exit
-    code: 0 on success, 2 for usage errors and bad input files (message on stderr naming the
-    file, line and field).
+    code: 0 on success, 1 when `publish` refuses or the Hub rejects an upload, 2 for usage errors
+    and bad input files (message on stderr naming the file, line and field).
     """
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -1,5 +1,5 @@
 """The blocking checks of a mixture: no benchmark overlap, no duplicate rows, shares within
-tolerance, schema."""
+tolerance, schema, licenses allowed."""
 
 import dagster as dg
 import pyarrow as pa
@@ -7,7 +7,9 @@ import pyarrow as pa
 from mathdata_pipeline.decontamination.checks import CHECK_NAME as CONTAMINATION_CHECK
 from mathdata_pipeline.decontamination.checks import contamination_check
 from mathdata_pipeline.mixtures import compose as mix
+from mathdata_pipeline.mixtures import licenses as lic
 from mathdata_pipeline.mixtures.spec import MixtureSpec
+from mathdata_pipeline.sources.config import load_sources_config
 from mathdata_pipeline.storage.resources import TableStore
 
 MIXTURE_CHECKS = {
@@ -15,6 +17,7 @@ MIXTURE_CHECKS = {
     "no_duplicate_rows": "No row id or normalized conversation appears twice.",
     "ratios_within_tolerance": "The reasoning/general shares match the spec within its tolerance (plus one row).",
     "schema": "Columns and types are the mixture schema; every row has an assistant turn.",
+    "licenses_allowed": "Every row's source has a known license, inside the spec's `licenses.allow` when it has one.",
 }
 
 MIXTURE_CHECK_SPECS = [
@@ -27,7 +30,8 @@ def mixture_checks(
     store: TableStore, table: pa.Table, report: dict, spec: MixtureSpec, name: str
 ) -> list[dg.AssetCheckResult]:
     """The results of every mixture check on the composed `table` of spec `name` (its manifest
-    `report`); the contamination check writes its audit table."""
+    `report`, with the `licenses` of `mixture_licenses`); the contamination check writes its
+    audit table."""
     users = mix.user_text(table)
     questions = pa.table({"row_id": [r for r, _ in users], "question": [q for _, q in users]})
     results = [
@@ -39,6 +43,7 @@ def mixture_checks(
         ("no_duplicate_rows", mix.duplicate_rows(table)),
         ("ratios_within_tolerance", mix.ratio_problems(report, spec)),
         ("schema", mix.schema_problems(table)),
+        ("licenses_allowed", lic.license_problems(report["licenses"], spec.licenses.allow)),
     ):
         results.append(
             dg.AssetCheckResult(
@@ -50,3 +55,19 @@ def mixture_checks(
             )
         )
     return results
+
+
+def mixture_licenses(store: TableStore, table: pa.Table, general: pa.Table) -> list[dict]:
+    """Rows per (kind, source, license) of a mixture table (`licenses.license_usage`): each row's
+    license from its `question_pool` or `general_pool` row, else from its source in sources.yaml."""
+    pool = store.read_all_if_exists("question_pool", columns=["problem_id", "license"])
+    problem_licenses = {} if pool is None else dict(zip(pool["problem_id"].to_pylist(), pool["license"].to_pylist()))
+    general_licenses = dict(zip(general["row_id"].to_pylist(), general["license"].to_pylist()))
+    by_source = lic.source_licenses(load_sources_config())
+    return lic.license_usage(table, lic.row_licenses(table, problem_licenses, general_licenses, by_source))
+
+
+def check_verdict(results: list[dg.AssetCheckResult]) -> dict[str, dict]:
+    """{check name: {"passed", "description"}}: the verdict stored in the manifest of an export,
+    which `mathdata publish` reads before uploading anything."""
+    return {r.check_name: {"passed": r.passed, "description": r.description or ""} for r in results}

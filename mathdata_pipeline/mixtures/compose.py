@@ -161,13 +161,16 @@ def user_text(table: pa.Table) -> list[tuple[str, str]]:
     ]
 
 
-def export(table: pa.Table, report: dict, folder: Path) -> dict[str, str]:
+def export(table: pa.Table, report: dict, folder: Path, extra_files: dict[str, str] | None = None) -> dict[str, str]:
     """Write `manifest.json`, `mixture.jsonl` (one {"row_id", "kind", "source", "messages"} per
     line) and a `datasets` folder (`datasets.load_from_disk` opens it) under `folder`; returns
-    their paths."""
+    their paths. `extra_files` ({file name: text}, e.g. the dataset card `README.md`) are written
+    into the folder before the manifest."""
     import datasets
 
     folder.mkdir(parents=True, exist_ok=True)
+    for file_name, text in (extra_files or {}).items():
+        (folder / file_name).write_text(text, encoding="utf-8")
     (folder / "manifest.json").write_text(json.dumps(report, indent=2, sort_keys=True), encoding="utf-8")
     jsonl = folder / "mixture.jsonl"
     tmp = jsonl.with_suffix(".jsonl.tmp")

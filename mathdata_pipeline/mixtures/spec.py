@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mathdata_pipeline.common.paths import config_dir
 from mathdata_pipeline.common.text import stable_hash
+from mathdata_pipeline.mixtures.licenses import HUB_LICENSES, NOT_A_LICENSE, normalize_license
 from mathdata_pipeline.sources.readers import InputError
 
 
@@ -46,8 +47,28 @@ class KindSpec(_Strict):
     influence_prune: InfluencePrune = Field(default_factory=InfluencePrune)
 
 
+class LicenseRules(_Strict):
+    """The licenses a mixture accepts. `allow`: Hugging Face license identifiers (e.g. [mit,
+    apache-2.0, cc-by-4.0]); None (the default) accepts every known license. A row without a known
+    license fails the `licenses_allowed` check either way."""
+
+    allow: list[str] | None = None
+
+    @field_validator("allow")
+    @classmethod
+    def _hub_identifiers(cls, allow: list[str] | None) -> list[str] | None:
+        if allow is None:
+            return None
+        licenses = [normalize_license(name) or "" for name in allow]
+        wrong = [name for name in licenses if name not in HUB_LICENSES or name in NOT_A_LICENSE]
+        if wrong:
+            raise ValueError(f"not a Hugging Face license identifier: {', '.join(map(repr, wrong))}")
+        return licenses
+
+
 class MixtureSpec(_Strict):
-    """A whole mixture: reasoning and general selection, the general share and its tolerance."""
+    """A whole mixture: reasoning and general selection, the general share and its tolerance, and
+    the licenses it accepts."""
 
     description: str = ""
     seed: int = 0
@@ -55,6 +76,7 @@ class MixtureSpec(_Strict):
     general: KindSpec = Field(default_factory=lambda: KindSpec(selection_ratio=0.0))
     general_share: float = Field(default=0.0, ge=0.0, lt=1.0)
     tolerance: float = Field(default=0.02, ge=0.0)
+    licenses: LicenseRules = Field(default_factory=LicenseRules)
 
     def config_hash(self) -> str:
         """A short hash of the whole spec (goes into the manifest and every row)."""

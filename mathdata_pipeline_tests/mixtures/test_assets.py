@@ -105,7 +105,13 @@ def test_selection_and_mixture_follow_the_spec(built):
     general = mixture.filter(pc.field("kind") == "general").num_rows
     assert abs(general / mixture.num_rows - 0.25) <= 0.02 + 1 / mixture.num_rows
     checks = {c.check_name: c for c in built.results["select"].get_asset_check_evaluations()}
-    assert set(checks) == {"no_benchmark_overlap", "no_duplicate_rows", "ratios_within_tolerance", "schema"}
+    assert set(checks) == {
+        "no_benchmark_overlap",
+        "no_duplicate_rows",
+        "ratios_within_tolerance",
+        "schema",
+        "licenses_allowed",
+    }
     assert all(c.passed for c in checks.values())
     meta = _materialization(built.results["select"], "mixture")
     manifest = meta["manifest"].value
