@@ -1,6 +1,7 @@
 """Jobs, schedules and sensors: weekly mixture rebuilds, and new seed files flowing in."""
 
 import json
+from pathlib import Path
 
 import dagster as dg
 
@@ -60,9 +61,24 @@ def weekly_mixtures(context: dg.ScheduleEvaluationContext):
         yield dg.RunRequest(run_key=f"{name}:{stamp}", partition_key=name, tags={"mathdata/trigger": "weekly"})
 
 
-def _signature(path) -> str:
-    stat = path.stat()
-    return f"{stat.st_size}:{int(stat.st_mtime)}"
+def _signature(path: Path) -> str:
+    """Size and modification time of a seed file and of its sidecar mapping: a change to either
+    makes the file new again."""
+    parts = []
+    for candidate in (path, path.with_name(path.name + ".yaml")):
+        if candidate.exists():
+            stat = candidate.stat()
+            parts.append(f"{stat.st_size}:{stat.st_mtime_ns}")
+    return "|".join(parts)
+
+
+def _load_cursor(cursor: str | None) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """(seen {name: signature}, failed {name: [signature, message]}) from the sensor's cursor; an
+    older cursor is a flat {name: signature}."""
+    state = json.loads(cursor) if cursor else {}
+    if "seen" not in state:
+        return state, {}
+    return state["seen"], state.get("failed", {})
 
 
 @dg.sensor(
@@ -72,24 +88,33 @@ def _signature(path) -> str:
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Registers configured seed sources as partitions, and turns every new or changed file "
     "in the seed folder (MATHDATA_SEED_DROP_DIR, default <data dir>/seeds) into a seed source "
-    "that is materialized through the whole per-source chain.",
+    "that is materialized through the whole per-source chain. Files it cannot use are named in "
+    "the tick: name collisions, names of configured sources, invalid names, undetectable fields.",
 )
 def seed_files_sensor(context: dg.SensorEvaluationContext, sources: DataSources):
-    """Cursor: {source name: file size and mtime}. Files whose field mapping cannot be detected are
-    skipped with a message naming the file (add `<file>.yaml` with the mapping)."""
-    seen = json.loads(context.cursor) if context.cursor else {}
+    """Cursor: {"seen": {source name: signature}, "failed": {source name: [signature, message]}}.
+    A file whose field mapping cannot be detected is skipped with a message naming the file (add
+    `<file>.yaml` with the mapping) and not read again until it or its sidecar changes. Refused
+    files (see `sources.seed_files.scan_seed_files`) are named in every tick's log and skip reason."""
+    seen, failed = _load_cursor(context.cursor)
     known = set(context.instance.get_dynamic_partitions(seed_sources.name))
     add = sorted(set(sources.config().seed_sources) - known)
-    runs, problems = [], []
-    for name, path in sources.seed_files().items():
+    drop = sources.seed_drop()
+    runs, problems = [], [refusal.reason for refusal in drop.refused]
+    for name, path in drop.files.items():
         signature = _signature(path)
         if seen.get(name) == signature:
             continue
+        if name in failed and failed[name][0] == signature:
+            problems.append(failed[name][1])
+            continue
         try:
-            spec_for_seed_file(path)
+            spec_for_seed_file(path, sources.limits())
         except InputError as exc:
+            failed[name] = [signature, str(exc)]
             problems.append(str(exc))
             continue
+        failed.pop(name, None)
         if name not in known and name not in add:
             add.append(name)
         seen[name] = signature
@@ -97,10 +122,10 @@ def seed_files_sensor(context: dg.SensorEvaluationContext, sources: DataSources)
             dg.RunRequest(run_key=f"{name}:{signature}", partition_key=name, tags={"mathdata/trigger": "seed_file"})
         )
     for problem in problems:
-        context.log.warning(f"skipped seed file: {problem}")
+        context.log.warning(f"seed file not used: {problem}")
     return dg.SensorResult(
         run_requests=runs,
-        cursor=json.dumps(seen, sort_keys=True),
+        cursor=json.dumps({"seen": seen, "failed": failed}, sort_keys=True),
         dynamic_partitions_requests=[seed_sources.build_add_request(add)] if add else [],
         skip_reason=None if runs or add else dg.SkipReason("; ".join(problems) or "no new seed files"),
     )

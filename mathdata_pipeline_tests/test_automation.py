@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import datetime
 import json
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
 
 import dagster as dg
 import pytest
@@ -14,6 +17,7 @@ from mathdata_pipeline.definitions import ASSETS, defs
 from mathdata_pipeline.engines.resources import LLMResource
 from mathdata_pipeline.mixtures.spec import mixture_names
 from mathdata_pipeline.qads.resources import KCenterSelector
+from mathdata_pipeline.sources import seed_files
 from mathdata_pipeline.sources.readers import InputError
 from mathdata_pipeline.sources.resources import DataSources
 from mathdata_pipeline.sources.seed_files import spec_for_seed_file
@@ -82,3 +86,90 @@ def test_sensor_registers_sources_and_requests_a_run_per_new_file(drop, tmp_path
         table = store.read("seed_problems", "olympiad_extra")
         assert table.column("reference_answer").to_pylist() == ["4", "49"]
         assert done.get_asset_check_evaluations()[0].passed
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    """A sources file with one configured seed source `tiny` and one benchmark, and an empty seed
+    folder watched by the sensor."""
+    rows = [{"question": "What is 2 + 3?", "answer": "5"}, {"question": "What is 4 * 4?", "answer": "16"}]
+    _write_jsonl(tmp_path / "tiny_seed.jsonl", rows)
+    _write_jsonl(tmp_path / "bench.jsonl", [{"question": "Name a prime above 100.", "answer": "101"}])
+    entry = {"question": "question", "answer": {"style": "field", "field": "answer"}}
+    config = {
+        "seed_sources": {"tiny": {"path": str(tmp_path / "tiny_seed.jsonl"), **entry}},
+        "benchmarks": {"bench": {"path": str(tmp_path / "bench.jsonl"), **entry}},
+    }
+    (tmp_path / "sources.yaml").write_text(json.dumps(config), encoding="utf-8")
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    monkeypatch.setenv("MATHDATA_SEED_DROP_DIR", str(seeds))
+    return SimpleNamespace(
+        seeds=seeds,
+        root=tmp_path,
+        sources=DataSources(config_path=str(tmp_path / "sources.yaml"), data_dir=str(tmp_path)),
+    )
+
+
+def test_sensor_names_refused_files_and_rereads_a_failed_file_only_when_it_changes(tiny, monkeypatch):
+    seed = {"question": "What is 1 + 1?", "answer": "2"}
+    for name in ("My-File.jsonl", "my_file.jsonl", "tiny.jsonl", "ü.jsonl"):
+        _write_jsonl(tiny.seeds / name, [seed])
+    _write_jsonl(tiny.seeds / "broken.jsonl", [{"text": "no question field here"}])
+    reads = Counter()
+
+    def counting_first_record(path, *args, **kwargs):  # instrumentation: counts reads, then reads for real
+        reads[Path(path).name] += 1
+        return real_first_record(path, *args, **kwargs)
+
+    real_first_record = seed_files.first_record
+    monkeypatch.setattr(seed_files, "first_record", counting_first_record)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("seed_sources", ["tiny"])
+        tick = lambda cursor=None: seed_files_sensor(  # noqa: E731
+            dg.build_sensor_context(instance=instance, resources={"sources": tiny.sources}, cursor=cursor)
+        )
+        first = tick()
+        assert not first.run_requests and not first.dynamic_partitions_requests
+        message = first.skip_reason.skip_message
+        for name in ("My-File.jsonl", "my_file.jsonl", "tiny.jsonl", "ü.jsonl", "broken.jsonl"):
+            assert name in message, f"{name} vanished without a word"
+        assert "configured in sources.yaml" in message and "also becomes seed source 'my_file'" in message
+        assert reads == {"broken.jsonl": 1}
+        second = tick(first.cursor)
+        assert reads == {"broken.jsonl": 1}, "a file that failed detection was read again unchanged"
+        assert "broken.jsonl: line 1: no question field" in second.skip_reason.skip_message
+        _write_jsonl(tiny.seeds / "broken.jsonl", [seed, seed])
+        third = tick(second.cursor)
+        assert reads == {"broken.jsonl": 2} and [r.partition_key for r in third.run_requests] == ["broken"]
+
+
+def test_seed_assets_name_refused_files_in_metadata_or_fail_naming_them(tiny):
+    _write_jsonl(tiny.seeds / "tiny.jsonl", [{"question": "Dropped, not configured?", "answer": "1"}])
+    for name in ("My-File.jsonl", "my_file.jsonl"):
+        _write_jsonl(tiny.seeds / name, [{"question": f"From {name}?", "answer": "1"}])
+    store = TableStore(root=str(tiny.root / "storage"))
+    resources = {"store": store, "sources": tiny.sources, "llm": LLMResource(), "selector": KCenterSelector()}
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("seed_sources", ["tiny", "my_file"])
+        dg.materialize(
+            ASSETS, selection=["eval_benchmarks", "contamination_index"], instance=instance, resources=resources
+        )
+        done = dg.materialize(
+            ASSETS, selection=["seed_problems"], partition_key="tiny", instance=instance, resources=resources
+        )
+        metadata = done.get_asset_materialization_events()[0].materialization.metadata
+        (refused,) = metadata["refused_seed_files"].value
+        assert str(tiny.seeds / "tiny.jsonl") in refused and "configured in sources.yaml" in refused
+        assert store.read("seed_problems", "tiny").column("question").to_pylist()[0] == "What is 2 + 3?"
+        failed = dg.materialize(
+            ASSETS,
+            selection=["seed_problems"],
+            partition_key="my_file",
+            instance=instance,
+            resources=resources,
+            raise_on_error=False,
+        )
+        assert not failed.success
+        error = failed.get_step_failure_events()[0].step_failure_data.error.to_string()
+        assert "My-File.jsonl" in error and "my_file.jsonl" in error and "rename all but one" in error
