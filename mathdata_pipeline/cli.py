@@ -3,6 +3,7 @@
     mathdata grade FILE.jsonl [-o OUT.jsonl] [--timeout S] [--workers N] [--no-fallback] [--max-line-bytes N]
     mathdata trace ROW_ID [--storage ROOT] [--json]
     mathdata validate-config FILE.yaml
+    mathdata release-runs [--run RUN_ID]
 
 To add a subcommand (e.g. `mathdata trace ROW_ID`): write `_add_trace_command(subparsers)` that
 registers its arguments and `set_defaults(handler=_run_trace)`, where `_run_trace(args) -> int`
@@ -244,10 +245,42 @@ def _run_validate_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_release_runs_command(subparsers: argparse._SubParsersAction) -> None:
+    """`mathdata release-runs [--run RUN_ID]`: free at once what killed runs hold."""
+    parser = subparsers.add_parser(
+        "release-runs",
+        help="mark killed runs failed and free their pool slots now (the instance at DAGSTER_HOME)",
+        description="Runs whose processes on this machine are gone are marked failed and their `gpu` "
+        "pool slots freed. The daemon's sensor and every running run do this on their own within a minute.",
+    )
+    parser.add_argument(
+        "--run",
+        action="append",
+        default=[],
+        metavar="RUN_ID",
+        help="also release this run, which cannot be checked (another machine, or started before "
+        "runs recorded their process); only for runs known to be dead; repeatable",
+    )
+    parser.set_defaults(handler=_run_release_runs)
+
+
+def _run_release_runs(args: argparse.Namespace) -> int:
+    from mathdata_pipeline.automation import release_runs_now
+
+    try:
+        released = release_runs_now(args.run)
+    except ValueError as error:
+        print(f"mathdata release-runs: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    print("\n".join(f"released run {run_id}" for run_id in released) or "no killed runs")
+    return EXIT_OK
+
+
 _COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_grade_command,
     _add_trace_command,
     _add_validate_config_command,
+    _add_release_runs_command,
 )
 
 

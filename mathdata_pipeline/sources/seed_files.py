@@ -61,8 +61,8 @@ def seed_source_name(file_name: str) -> str | None:
 
 
 def scan_seed_files(folder: Path | None, configured: Iterable[str] = ()) -> SeedDrop:
-    """The seed files in `folder` (regular files with a seed suffix; sidecar `.yaml` files aside).
-    A file is refused, never silently dropped, when its source name is not a valid name
+    """The seed files in `folder` (regular, not hidden files with a seed suffix; sidecar `.yaml`
+    files aside). A file is refused, never silently dropped, when its source name is not a valid name
     (`common.names.check_name`), when another file gives the same name (`My-File` and `my_file`:
     all of them are refused, each naming the others), or when a source of that name is
     `configured` in sources.yaml (the configured one stays)."""
@@ -73,8 +73,8 @@ def scan_seed_files(folder: Path | None, configured: Iterable[str] = ()) -> Seed
     configured = set(configured)
     for path in sorted(folder.iterdir()):
         name = seed_source_name(path.name)
-        if name is None or not path.is_file():
-            continue
+        if name is None or path.name.startswith(".") or not path.is_file():
+            continue  # not a seed file, hidden (e.g. being copied in), or not a regular file
         try:
             by_name[check_name(name, what="seed source", where=str(path))].append(path)
         except InvalidName as exc:
