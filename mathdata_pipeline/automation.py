@@ -1,10 +1,19 @@
-"""Jobs, schedules and sensors: weekly mixture rebuilds, and new seed files flowing in."""
+"""Jobs, schedules and sensors: weekly mixture rebuilds, new seed files flowing in, and the
+executor and sensor that release killed runs (so a killed run never blocks the `gpu` pool)."""
 
 import json
+import logging
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 
 import dagster as dg
+from dagster import Executor
 
 from mathdata_pipeline.common.partitions import mixture_specs, seed_sources
+from mathdata_pipeline.common.processes import pid_alive_since, process_token, token_alive
 from mathdata_pipeline.sources.readers import InputError
 from mathdata_pipeline.sources.resources import DataSources
 from mathdata_pipeline.sources.seed_files import spec_for_seed_file
@@ -60,9 +69,24 @@ def weekly_mixtures(context: dg.ScheduleEvaluationContext):
         yield dg.RunRequest(run_key=f"{name}:{stamp}", partition_key=name, tags={"mathdata/trigger": "weekly"})
 
 
-def _signature(path) -> str:
-    stat = path.stat()
-    return f"{stat.st_size}:{int(stat.st_mtime)}"
+def _signature(path: Path) -> str:
+    """Size and modification time of a seed file and of its sidecar mapping: a change to either
+    makes the file new again."""
+    parts = []
+    for candidate in (path, path.with_name(path.name + ".yaml")):
+        if candidate.exists():
+            stat = candidate.stat()
+            parts.append(f"{stat.st_size}:{stat.st_mtime_ns}")
+    return "|".join(parts)
+
+
+def _load_cursor(cursor: str | None) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """(seen {name: signature}, failed {name: [signature, message]}) from the sensor's cursor; an
+    older cursor is a flat {name: signature}."""
+    state = json.loads(cursor) if cursor else {}
+    if "seen" not in state:
+        return state, {}
+    return state["seen"], state.get("failed", {})
 
 
 @dg.sensor(
@@ -72,24 +96,33 @@ def _signature(path) -> str:
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Registers configured seed sources as partitions, and turns every new or changed file "
     "in the seed folder (MATHDATA_SEED_DROP_DIR, default <data dir>/seeds) into a seed source "
-    "that is materialized through the whole per-source chain.",
+    "that is materialized through the whole per-source chain. Files it cannot use are named in "
+    "the tick: name collisions, names of configured sources, invalid names, undetectable fields.",
 )
 def seed_files_sensor(context: dg.SensorEvaluationContext, sources: DataSources):
-    """Cursor: {source name: file size and mtime}. Files whose field mapping cannot be detected are
-    skipped with a message naming the file (add `<file>.yaml` with the mapping)."""
-    seen = json.loads(context.cursor) if context.cursor else {}
+    """Cursor: {"seen": {source name: signature}, "failed": {source name: [signature, message]}}.
+    A file whose field mapping cannot be detected is skipped with a message naming the file (add
+    `<file>.yaml` with the mapping) and not read again until it or its sidecar changes. Refused
+    files (see `sources.seed_files.scan_seed_files`) are named in every tick's log and skip reason."""
+    seen, failed = _load_cursor(context.cursor)
     known = set(context.instance.get_dynamic_partitions(seed_sources.name))
     add = sorted(set(sources.config().seed_sources) - known)
-    runs, problems = [], []
-    for name, path in sources.seed_files().items():
+    drop = sources.seed_drop()
+    runs, problems = [], [refusal.reason for refusal in drop.refused]
+    for name, path in drop.files.items():
         signature = _signature(path)
         if seen.get(name) == signature:
             continue
+        if name in failed and failed[name][0] == signature:
+            problems.append(failed[name][1])
+            continue
         try:
-            spec_for_seed_file(path)
+            spec_for_seed_file(path, sources.limits())
         except InputError as exc:
+            failed[name] = [signature, str(exc)]
             problems.append(str(exc))
             continue
+        failed.pop(name, None)
         if name not in known and name not in add:
             add.append(name)
         seen[name] = signature
@@ -97,10 +130,170 @@ def seed_files_sensor(context: dg.SensorEvaluationContext, sources: DataSources)
             dg.RunRequest(run_key=f"{name}:{signature}", partition_key=name, tags={"mathdata/trigger": "seed_file"})
         )
     for problem in problems:
-        context.log.warning(f"skipped seed file: {problem}")
+        context.log.warning(f"seed file not used: {problem}")
     return dg.SensorResult(
         run_requests=runs,
-        cursor=json.dumps(seen, sort_keys=True),
+        cursor=json.dumps({"seen": seen, "failed": failed}, sort_keys=True),
         dynamic_partitions_requests=[seed_sources.build_add_request(add)] if add else [],
         skip_reason=None if runs or add else dg.SkipReason("; ".join(problems) or "no new seed files"),
     )
+
+
+# --- Killed runs ---------------------------------------------------------------------------------
+# A run killed with SIGKILL (or whose machine went down) stays STARTED and keeps its `gpu` pool
+# slot: every later LLM step would wait forever. Each run records the process that executes it
+# (WORKER_TAG); the steps of a multiprocess run record theirs in their STEP_WORKER_STARTED events.
+# A run whose processes are all gone is marked failed and its slots are freed by whichever comes
+# first: the sensor below (when the daemon runs), any other run (at its start and every
+# RELEASE_INTERVAL_S while it runs, whatever launched it), `make demo`, or `mathdata release-runs`.
+
+WORKER_TAG = "mathdata/worker"
+RELEASE_INTERVAL_S = 30.0
+_ACTIVE = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+
+
+def worker_tags() -> dict[str, str]:
+    """Run tags that name this process as the run's worker (for runs executed in this process)."""
+    return {WORKER_TAG: process_token()}
+
+
+def _processes_alive(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool | None:
+    """Whether any process of `run` still runs: its worker or a step worker of it (a step process
+    outlives a killed multiprocess worker until its step ends). None when the run has no worker
+    tag or ran on another host."""
+    token = run.tags.get(WORKER_TAG)
+    alive = token_alive(token) if token else None
+    if alive is not False:
+        return alive
+    for record in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_WORKER_STARTED):
+        pid = record.dagster_event.event_specific_data.metadata.get("pid")
+        if pid is not None and pid_alive_since(int(pid.value), record.timestamp):
+            return True
+    return False
+
+
+def _slot_holders(instance: dg.DagsterInstance) -> set[str]:
+    """Ids of the runs that hold a pool slot or wait for one."""
+    storage = instance.event_log_storage
+    holders = set(storage.get_concurrency_run_ids())
+    for info in storage.get_concurrency_infos(list(storage.get_concurrency_keys())).values():
+        holders.update(slot.run_id for slot in info.claimed_slots)
+    return holders
+
+
+def release_run(instance: dg.DagsterInstance, run: dg.DagsterRun, reason: str) -> None:
+    """Mark `run` failed (canceled when it was being canceled) unless it has ended, and free its
+    pool slots and queued steps."""
+    if run.status == dg.DagsterRunStatus.CANCELING:
+        instance.report_run_canceled(run, reason)
+    elif not run.is_finished:
+        instance.report_run_failed(run, reason)
+    instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+
+
+def release_killed_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Release every run (active, or holding pool slots) whose processes on this host are all gone;
+    returns their ids. Runs without a worker tag or from another host are left to Dagster's run
+    monitoring (and to `mathdata release-runs --run ID`)."""
+    runs = {run.run_id: run for run in instance.get_runs(filters=dg.RunsFilter(statuses=_ACTIVE))}
+    for run_id in _slot_holders(instance) - set(runs):
+        if (run := instance.get_run_by_id(run_id)) is not None:
+            runs[run_id] = run
+    released = []
+    for run in runs.values():
+        if _processes_alive(instance, run) is False:
+            host = run.tags[WORKER_TAG].split("|")[0]
+            release_run(
+                instance, run, f"every process of this run on {host} is gone (killed?); its pool slots are freed"
+            )
+            released.append(run.run_id)
+    return released
+
+
+@contextmanager
+def releasing_killed_runs(instance: dg.DagsterInstance) -> Iterator[None]:
+    """While the block runs, release killed runs now and every RELEASE_INTERVAL_S seconds
+    (`MATHDATA_RELEASE_INTERVAL_S` overrides), in a background thread."""
+    interval = float(os.environ.get("MATHDATA_RELEASE_INTERVAL_S") or RELEASE_INTERVAL_S)
+    stop = threading.Event()
+
+    def loop() -> None:
+        while True:
+            try:
+                release_killed_runs(instance)
+            except Exception as exc:  # e.g. the storage busy for a moment: try again next interval
+                logging.getLogger(__name__).warning(f"releasing killed runs failed, retrying later: {exc}")
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=loop, name="release-killed-runs", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+class _ReleasingExecutor(Executor):
+    """Dagster's default executor (multiprocess, or in-process by config) that also tags the run
+    with its worker process and releases killed runs while it executes."""
+
+    def __init__(self, inner: Executor):
+        self._inner = inner
+
+    @property
+    def retries(self):
+        return self._inner.retries
+
+    @property
+    def step_dependency_config(self):
+        return self._inner.step_dependency_config
+
+    def execute(self, plan_context, execution_plan):
+        plan_context.instance.add_run_tags(plan_context.run_id, worker_tags())
+        with releasing_killed_runs(plan_context.instance):
+            yield from self._inner.execute(plan_context, execution_plan)
+
+
+@dg.executor(
+    name="mathdata_executor",
+    config_schema=dg.multi_or_in_process_executor.config_schema,
+    requirements=dg.multi_or_in_process_executor.get_requirements,
+)
+def mathdata_executor(init_context: dg.InitExecutorContext) -> Executor:
+    """`multi_or_in_process_executor` (same config) plus run hygiene: every run launched from the
+    UI, the daemon, a schedule or the dagster CLI records its worker process and releases killed
+    runs while it runs, so a killed run never blocks the `gpu` pool for long."""
+    return _ReleasingExecutor(dg.multi_or_in_process_executor.executor_creation_fn(init_context))
+
+
+@dg.sensor(
+    name="release_killed_runs",
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Marks runs whose processes were killed as failed and frees their pool slots "
+    "(without it a killed run keeps its `gpu` slot and every later LLM step waits forever).",
+)
+def release_killed_runs_sensor(context: dg.SensorEvaluationContext):
+    """Release killed runs (see `release_killed_runs`); the tick says which."""
+    released = release_killed_runs(context.instance)
+    return dg.SkipReason(f"released killed runs: {', '.join(released)}" if released else "no killed runs")
+
+
+def release_runs_now(run_ids: Sequence[str] = ()) -> list[str]:
+    """For `mathdata release-runs`: in the instance at DAGSTER_HOME, release every killed run, and
+    the runs `run_ids` whatever their state (for runs of another host or without a worker tag;
+    only for runs known to be dead). Returns the released run ids; ValueError for an unknown id
+    or when DAGSTER_HOME is not set."""
+    if not os.environ.get("DAGSTER_HOME"):
+        raise ValueError("DAGSTER_HOME is not set (make sets it to .dagster_home)")
+    with dg.DagsterInstance.get() as instance:
+        released = release_killed_runs(instance)
+        for run_id in run_ids:
+            run = instance.get_run_by_id(run_id)
+            if run is None:
+                raise ValueError(f"no run {run_id!r} in the instance at {os.environ['DAGSTER_HOME']}")
+            release_run(instance, run, "released by `mathdata release-runs --run`")
+            released.append(run_id)
+    return released

@@ -1,9 +1,10 @@
 """The `mathdata` command line. Each subcommand lives in one `_add_<name>_command` function.
 
-    mathdata grade FILE.jsonl [-o OUT.jsonl] [--timeout S] [--workers N] [--no-fallback]
+    mathdata grade FILE.jsonl [-o OUT.jsonl] [--timeout S] [--workers N] [--no-fallback] [--max-line-bytes N]
     mathdata trace ROW_ID [--storage ROOT] [--json]
     mathdata validate-config FILE.yaml
     mathdata publish SPEC --repo ORG/NAME [--private] [--dry-run] [--storage ROOT]
+    mathdata release-runs [--run RUN_ID]
 
 To add a subcommand (e.g. `mathdata trace ROW_ID`): write `_add_trace_command(subparsers)` that
 registers its arguments and `set_defaults(handler=_run_trace)`, where `_run_trace(args) -> int`
@@ -13,16 +14,21 @@ returns the exit code, and append it to `_COMMANDS`.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
+from mathdata_pipeline.common.json_records import RecordError, loads_record
+
 EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool whose reader went away
 _GRADE_BATCH = 2000
 
 
@@ -30,39 +36,46 @@ class InputError(Exception):
     """A problem with the user's input file; reported as `mathdata <cmd>: error: ...`, exit 2."""
 
 
-def _read_grade_items(path: Path) -> list[dict[str, Any]]:
-    """Parse and validate a `grade` input file; blank lines are skipped.
-
-    Each non-blank line must be a JSON object with string fields `response` and `reference`
-    (a JSON number is accepted as reference) and an optional string-or-null `finish_reason`.
-    Raises InputError naming the file, the 1-based line number and the field at fault.
-    """
-    items: list[dict[str, Any]] = []
+def _grade_lines(path: Path, max_line_bytes: int) -> Iterator[tuple[str, dict[str, Any] | str]]:
+    """Each non-blank line of a `grade` input file as (`FILE:LINE`, item), or (`FILE:LINE`, error
+    message) when the line is bad. Each line must be a JSON object with string fields `response`
+    and `reference` (a JSON number is accepted as reference) and an optional string-or-null
+    `finish_reason`, of at most `max_line_bytes`. Raises InputError when the file cannot be opened."""
     try:
         handle = path.open("rb")
     except OSError as error:
         raise InputError(f"{path}: cannot open: {error.strerror or error}") from error
     with handle:
-        for number, raw in enumerate(handle, start=1):
+        number = 0
+        while raw := handle.readline(max_line_bytes + 2):
+            number += 1
             where = f"{path}:{number}"
+            if len(raw.rstrip(b"\r\n")) > max_line_bytes:
+                while not raw.endswith(b"\n") and (raw := handle.readline(2**20)):
+                    pass  # skip the rest of the over-long line
+                yield where, f"{where}: line is larger than {max_line_bytes} bytes (--max-line-bytes)"
+                continue
             try:
-                line = raw.decode("utf-8")
+                item = _grade_item(raw.decode("utf-8"), where)
             except UnicodeDecodeError as error:
-                raise InputError(f"{where}: not valid UTF-8 ({error.reason})") from error
-            item = _grade_item(line, where)
-            if item is not None:
-                items.append(item)
-    return items
+                yield where, f"{where}: not valid UTF-8 ({error.reason})"
+            except InputError as error:
+                yield where, str(error)
+            else:
+                if item is not None:
+                    yield where, item
 
 
 def _grade_item(line: str, where: str) -> dict[str, Any] | None:
-    """The validated item of one input line (`where` is `FILE:LINE`); None for a blank line."""
+    """The validated item of one input line (`where` is `FILE:LINE`); None for a blank line.
+    Raises InputError naming `where` and the field at fault."""
     if not line.strip():
         return None
     try:
-        row = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise InputError(f"{where}: invalid JSON ({error.msg})") from error
+        row = loads_record(line)
+    except RecordError as error:
+        field = f" field '{error.field}':" if error.field else ""
+        raise InputError(f"{where}:{field} {error.message}") from error
     if not isinstance(row, dict):
         raise InputError(f"{where}: expected a JSON object, got {type(row).__name__}")
     for field in ("response", "reference"):
@@ -92,19 +105,43 @@ def _output(path: str | None) -> Iterator[TextIO]:
 
 
 def _run_grade(args: argparse.Namespace) -> int:
-    """`mathdata grade`: one JSON line {correct, extracted, reason} per input line, in order."""
+    """`mathdata grade`: one JSON line per non-blank input line, in order: the verdict {correct,
+    extracted, reason}, or for a bad line {correct: false, extracted: null, reason:
+    "invalid_input", error: "FILE:LINE: ..."} (also printed on stderr). Exit 2 when any line was bad."""
     from mathdata_pipeline.grading import Grader
 
-    items = _read_grade_items(Path(args.file))
+    lines = _grade_lines(Path(args.file), args.max_line_bytes)
+    first = next(lines, None)  # a file that cannot be opened fails before any output
+    bad = 0
     with (
         Grader(timeout_s=args.timeout, workers=args.workers, fallback_last_number=not args.no_fallback) as grader,
         _output(args.output) as out,
     ):
-        for start in range(0, len(items), _GRADE_BATCH):
-            for result in grader.grade_many(items[start : start + _GRADE_BATCH]):
-                out.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
-            out.flush()
-    return EXIT_OK
+        pending: list[tuple[str, dict[str, Any] | str]] = []
+        for entry in itertools.chain([first] if first else [], lines):
+            pending.append(entry)
+            if len(pending) == _GRADE_BATCH:
+                bad += _grade_batch(grader, pending, out)
+                pending = []
+        bad += _grade_batch(grader, pending, out)
+    return EXIT_USAGE if bad else EXIT_OK
+
+
+def _grade_batch(grader, entries: list[tuple[str, dict[str, Any] | str]], out: TextIO) -> int:
+    """Grade the items of `entries` and write one line per entry in order; returns how many were bad."""
+    items = [item for _, item in entries if isinstance(item, dict)]
+    verdicts = iter(grader.grade_many(items) if items else [])
+    bad = 0
+    for _, item in entries:
+        if isinstance(item, dict):
+            line = next(verdicts).to_dict()
+        else:
+            bad += 1
+            print(f"mathdata grade: error: {item}", file=sys.stderr)
+            line = {"correct": False, "extracted": None, "reason": "invalid_input", "error": item}
+        out.write(json.dumps(line, ensure_ascii=False) + "\n")
+    out.flush()
+    return bad
 
 
 def _positive_float(text: str) -> float:
@@ -150,6 +187,13 @@ def _add_grade_command(subparsers: argparse._SubParsersAction) -> None:
         "--no-fallback",
         action="store_true",
         help="do not use the last number of a response as its answer",
+    )
+    parser.add_argument(
+        "--max-line-bytes",
+        type=_positive_int,
+        default=16 * 2**20,
+        metavar="N",
+        help="longest input line in bytes; a longer one gets an error line (default: 16 MiB)",
     )
     parser.set_defaults(handler=_run_grade)
 
@@ -251,11 +295,43 @@ def _run_publish(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_release_runs_command(subparsers: argparse._SubParsersAction) -> None:
+    """`mathdata release-runs [--run RUN_ID]`: free at once what killed runs hold."""
+    parser = subparsers.add_parser(
+        "release-runs",
+        help="mark killed runs failed and free their pool slots now (the instance at DAGSTER_HOME)",
+        description="Runs whose processes on this machine are gone are marked failed and their `gpu` "
+        "pool slots freed. The daemon's sensor and every running run do this on their own within a minute.",
+    )
+    parser.add_argument(
+        "--run",
+        action="append",
+        default=[],
+        metavar="RUN_ID",
+        help="also release this run, which cannot be checked (another machine, or started before "
+        "runs recorded their process); only for runs known to be dead; repeatable",
+    )
+    parser.set_defaults(handler=_run_release_runs)
+
+
+def _run_release_runs(args: argparse.Namespace) -> int:
+    from mathdata_pipeline.automation import release_runs_now
+
+    try:
+        released = release_runs_now(args.run)
+    except ValueError as error:
+        print(f"mathdata release-runs: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    print("\n".join(f"released run {run_id}" for run_id in released) or "no killed runs")
+    return EXIT_OK
+
+
 _COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_grade_command,
     _add_trace_command,
     _add_validate_config_command,
     _add_publish_command,
+    _add_release_runs_command,
 )
 
 
@@ -273,7 +349,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Input: the arguments after the program name (default: `sys.argv[1:]`). Output: the exit
     code: 0 on success, 1 when `publish` refuses or the Hub rejects an upload, 2 for usage errors
-    and bad input files (message on stderr naming the file, line and field).
+    and bad input (message on stderr naming the file, line and field), 141 when the reader of
+    the output went away (`mathdata trace --json | head`).
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -282,6 +359,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as error:
         print(f"mathdata {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        # The reader closed the pipe: stop quietly, and point stdout at /dev/null so the
+        # interpreter's final flush does not report the same broken pipe again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -39,5 +39,6 @@ defs = dg.Definitions(
     resources=RESOURCES,
     jobs=[automation.seed_source_job, automation.scores_job, automation.mixture_job],
     schedules=[automation.weekly_scores, automation.weekly_mixtures],
-    sensors=[automation.seed_files_sensor],
+    sensors=[automation.seed_files_sensor, automation.release_killed_runs_sensor],
+    executor=automation.mathdata_executor,
 )

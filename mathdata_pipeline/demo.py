@@ -17,6 +17,7 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
+from mathdata_pipeline.automation import release_killed_runs, releasing_killed_runs, worker_tags
 from mathdata_pipeline.common.partitions import register_seed_sources
 from mathdata_pipeline.common.paths import config_dir
 from mathdata_pipeline.definitions import ASSETS, RESOURCES, defs
@@ -53,25 +54,11 @@ def demo_run_config(path: Path) -> dict:
 DEMO_TAG = "mathdata/demo"
 
 
-def release_killed_demo_runs(instance: dg.DagsterInstance) -> int:
-    """Runs of an earlier demo that was killed stay STARTED and keep their `gpu` pool slot, which
-    would block every later GPU step. Mark them failed and free their slots; returns how many."""
-    stale = instance.get_runs(
-        filters=dg.RunsFilter(
-            statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING], tags={DEMO_TAG: "true"}
-        )
-    )
-    for run in stale:
-        instance.report_run_failed(run, "the demo process that ran it was killed")
-        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
-    return len(stale)
-
-
 def main() -> int:
     """Materialize the plan one run per asset partition; stop at the first failure."""
     instance = dg.DagsterInstance.get()
-    if released := release_killed_demo_runs(instance):
-        print(f"[demo] marked {released} run(s) of a killed demo as failed and freed their pool slots")
+    if released := release_killed_runs(instance):
+        print(f"[demo] marked {len(released)} killed run(s) as failed and freed their pool slots")
     try:
         run_config = check_run_config_file(config_dir() / "demo.yaml").get("ops", {})
     except ValueError as exc:
@@ -89,6 +76,15 @@ def main() -> int:
         flush=True,
     )
     started = time.monotonic()
+    with releasing_killed_runs(instance):
+        return _materialize_plan(instance, run_config, only, local, started)
+
+
+def _materialize_plan(
+    instance: dg.DagsterInstance, run_config: dict, only: dict, local: Path | None, started: float
+) -> int:
+    """One run per asset partition of the plan, each tagged with this process as its worker; stop
+    at the first failure. Returns the exit code."""
     for key, partition in materialization_plan(defs, instance, only):
         label = key.to_user_string() + (f"[{partition}]" if partition else "")
         op_config = {key.path[-1]: run_config[key.path[-1]]} if key.path[-1] in run_config else {}
@@ -99,7 +95,7 @@ def main() -> int:
             partition_key=partition,
             instance=instance,
             resources=RESOURCES,
-            tags={DEMO_TAG: "true"},
+            tags={DEMO_TAG: "true", **worker_tags()},
             run_config={"ops": op_config, "loggers": {"console": {"config": {"log_level": "INFO"}}}},
             raise_on_error=False,
         )

@@ -8,10 +8,14 @@ every platform, and it can never leave the folder it is joined to.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from urllib.parse import quote
 
 MAX_NAME_LENGTH = 64
+# Quoted names longer than this are shortened (a file system allows 255 bytes per component, and
+# temp files add about 50 characters to a table's name).
+_MAX_COMPONENT = 180
 _NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 
 
@@ -39,9 +43,13 @@ def check_name(name: str, *, what: str, where: str = "") -> str:
 
 def path_component(name: str) -> str:
     """`name` quoted so that it is exactly one path component: every character outside
-    [A-Za-z0-9_.-] is percent-encoded, `.` and `..` are encoded whole. Defence in depth for paths
-    built from names, after `check_name` at the point of entry."""
+    [A-Za-z0-9_.~-] is percent-encoded, `.` and `..` are encoded whole, and a quoted name longer
+    than 180 characters is cut to 163 plus `~` and 16 hex digits of its hash (still unique). Defence
+    in depth for paths built from names, after `check_name` at the point of entry."""
     quoted = quote(name, safe="-_.")
     if quoted in ("", ".", ".."):
         quoted = quoted.replace(".", "%2E") or "%00"
+    if len(quoted) > _MAX_COMPONENT:
+        digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        quoted = f"{quoted[: _MAX_COMPONENT - 17]}~{digest}"
     return quoted

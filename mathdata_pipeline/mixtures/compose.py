@@ -10,9 +10,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mathdata_pipeline.common.names import path_component
 from mathdata_pipeline.common.text import normalize_text, stable_hash
 from mathdata_pipeline.mixtures.spec import MixtureSpec
 from mathdata_pipeline.sources.general import MESSAGE_TYPE
+from mathdata_pipeline.storage.folders import replaced_folder
 
 MIXTURE_SCHEMA = pa.schema(
     [
@@ -161,23 +163,30 @@ def user_text(table: pa.Table) -> list[tuple[str, str]]:
     ]
 
 
+_EXPORT_FILES = ("manifest.json", "mixture.jsonl", "hf_dataset")
+
+
 def export(table: pa.Table, report: dict, folder: Path, extra_files: dict[str, str] | None = None) -> dict[str, str]:
-    """Write `manifest.json`, `mixture.jsonl` (one {"row_id", "kind", "source", "messages"} per
-    line) and a `datasets` folder (`datasets.load_from_disk` opens it) under `folder`; returns
-    their paths. `extra_files` ({file name: text}, e.g. the dataset card `README.md`) are written
-    into the folder before the manifest."""
+    """Write the export folder of a mixture and swap it in whole (`storage.folders.replaced_folder`):
+    `mixture.jsonl` (one {"row_id", "kind", "source", "messages"} per line), a `datasets` folder
+    `hf_dataset/` (`datasets.load_from_disk` opens it), then `extra_files` (file name -> text, e.g.
+    the dataset card `README.md`), and `manifest.json` last, so a folder with a manifest is whole.
+    A reader sees the previous export or this one, never a mix. Returns the paths of the manifest,
+    the JSONL, the dataset and each extra file (keyed by its name). Raises ValueError for an extra
+    file name that is not one plain file name or that clashes with the export's own files."""
     import datasets
 
-    folder.mkdir(parents=True, exist_ok=True)
-    for file_name, text in (extra_files or {}).items():
-        (folder / file_name).write_text(text, encoding="utf-8")
-    (folder / "manifest.json").write_text(json.dumps(report, indent=2, sort_keys=True), encoding="utf-8")
-    jsonl = folder / "mixture.jsonl"
-    tmp = jsonl.with_suffix(".jsonl.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for row in table.select(["row_id", "kind", "source", "messages"]).to_pylist():
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(jsonl)
-    hf_dir = folder / "hf_dataset"
-    datasets.Dataset.from_list(table.to_pylist()).save_to_disk(str(hf_dir))
-    return {"manifest": str(folder / "manifest.json"), "jsonl": str(jsonl), "datasets": str(hf_dir)}
+    extra_files = extra_files or {}
+    for name in extra_files:
+        if name in _EXPORT_FILES or name.startswith(".") or path_component(name) != name:
+            raise ValueError(f"extra export file {name!r}: use a plain file name other than {', '.join(_EXPORT_FILES)}")
+    with replaced_folder(folder) as staging:
+        with open(staging / "mixture.jsonl", "w", encoding="utf-8") as fh:
+            for row in table.select(["row_id", "kind", "source", "messages"]).to_pylist():
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        datasets.Dataset.from_list(table.to_pylist()).save_to_disk(str(staging / "hf_dataset"))
+        for name, text in extra_files.items():
+            (staging / name).write_text(text, encoding="utf-8")
+        (staging / "manifest.json").write_text(json.dumps(report, indent=2, sort_keys=True), encoding="utf-8")
+    paths = {"manifest": "manifest.json", "jsonl": "mixture.jsonl", "datasets": "hf_dataset"}
+    return {key: str(folder / name) for key, name in {**paths, **{n: n for n in extra_files}}.items()}

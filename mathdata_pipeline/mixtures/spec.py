@@ -1,15 +1,18 @@
 """Mixture specs (`configs/mixtures/<name>.yaml`): which candidates, how QaDS selects them, and the
-composition of the final mixture. One file = one partition of `selections` and `mixture`."""
+composition of the final mixture. One file = one partition of `selections` and `mixture` (a file
+whose name is not a valid name gets a placeholder partition that fails naming the file)."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mathdata_pipeline.common.names import InvalidName, check_name
 from mathdata_pipeline.common.paths import config_dir
 from mathdata_pipeline.common.text import stable_hash
 from mathdata_pipeline.mixtures.licenses import HUB_LICENSES, NOT_A_LICENSE, normalize_license
@@ -88,15 +91,41 @@ def mixtures_dir() -> Path:
     return config_dir() / "mixtures"
 
 
+def spec_files(folder: Path | None = None) -> dict[str, Path]:
+    """{partition key: spec file} of the mixtures folder. The key is the file stem when it is a
+    valid name (`common.names.check_name`); a file whose stem is not (`v2...draft.yaml`,
+    `my spec.yaml`) gets the placeholder key `invalid-<stem letters>-<hash>`, whose load fails
+    naming the file, so one badly named file never stops the code location from loading."""
+    files = {}
+    for path in sorted((folder or mixtures_dir()).glob("*.yaml")):
+        try:
+            files[check_name(path.stem, what="mixture spec")] = path
+        except InvalidName:
+            letters = re.sub(r"[^a-z0-9]+", "-", path.stem.lower()).strip("-")[:24].strip("-")
+            files[f"invalid-{letters + '-' if letters else ''}{stable_hash(path.stem, length=8)}"] = path
+    return files
+
+
 def mixture_names(folder: Path | None = None) -> list[str]:
-    """The spec names (file stems) in the mixtures folder, sorted."""
-    folder = folder or mixtures_dir()
-    return sorted(p.stem for p in folder.glob("*.yaml"))
+    """The partition keys of the spec files in the mixtures folder, sorted (see `spec_files`)."""
+    return sorted(spec_files(folder))
 
 
 def load_mixture_spec(name: str, folder: Path | None = None) -> MixtureSpec:
-    """Parse `<folder>/<name>.yaml`; raises InputError naming the file and field when invalid."""
-    path = (folder or mixtures_dir()) / f"{name}.yaml"
+    """Parse the spec file of partition `name` (`<folder>/<name>.yaml`); raises InputError naming
+    the file and field when invalid, naming the file when its name is not a valid spec name, and
+    naming the folder when no spec file has that key."""
+    folder = folder or mixtures_dir()
+    path = spec_files(folder).get(name)
+    if path is None:
+        raise InputError(
+            str(folder), f"no mixture spec {name!r} (the spec files are {', '.join(mixture_names(folder))})"
+        )
+    if path.stem != name:
+        try:
+            check_name(path.stem, what="mixture spec", where=str(path))
+        except InvalidName as exc:
+            raise InputError(str(path), f"{str(exc).removeprefix(f'{path}: ')}; rename the file") from exc
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:

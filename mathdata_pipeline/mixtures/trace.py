@@ -7,6 +7,8 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from upath import UPath
 
+from mathdata_pipeline.storage.layout import table_path
+
 
 def _find(root: UPath, asset: str, column: str, value: str) -> dict | None:
     """The first row of any partition of `asset` whose `column` equals `value` (None if absent)."""
@@ -51,7 +53,7 @@ def trace_row(root: UPath, row_id: str) -> dict:
 
 def _decisions(root: UPath, mixture: str, candidate: str):
     """The `selections` rows of one mixture partition for `candidate`."""
-    path = root / "selections" / f"{mixture}.parquet"
+    path = table_path(root, "selections", mixture)
     if path.exists():
         with path.open("rb") as fh:
             table = pq.read_table(fh, filters=pc.field("candidate_id") == candidate)

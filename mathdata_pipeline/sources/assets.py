@@ -39,7 +39,9 @@ def seed_problems(
     """
     source = context.partition_key
     spec = sources.seed_spec(source)
-    label, records = open_source(spec, base=sources.base())
+    label, records = open_source(spec, base=sources.base(), limits=sources.limits())
+    if refused := sources.refused_seed_files(source):
+        context.log.warning("; ".join(refused))
     table, stats = build_problems(
         records, spec, source=source, label=label, keep_missing_answers=config.keep_missing_answers
     )
@@ -53,8 +55,10 @@ def seed_problems(
         text_column="question",
         severity=dg.AssetCheckSeverity.WARN,
     )
+    refused_metadata = {"refused_seed_files": dg.MetadataValue.json(refused)} if refused else {}
     return dg.MaterializeResult(
-        metadata={**table_metadata(table, path), **counts_metadata(stats.as_dict())}, check_results=[check]
+        metadata={**table_metadata(table, path), **counts_metadata(stats.as_dict()), **refused_metadata},
+        check_results=[check],
     )
 
 
@@ -64,7 +68,7 @@ def eval_benchmarks(context: dg.AssetExecutionContext, store: TableStore, source
     OlympiadBench, TheoremQA) in the problem schema, with a `benchmark` column."""
     tables, counts = [], {}
     for name, spec in sources.config().benchmarks.items():
-        label, records = open_source(spec, base=sources.base())
+        label, records = open_source(spec, base=sources.base(), limits=sources.limits())
         table, stats = build_problems(records, spec, source=name, label=label)
         tables.append(table.append_column("benchmark", pa.array([name] * table.num_rows, pa.string())))
         counts.update({f"{name}/{key}": value for key, value in stats.as_dict().items() if value})
@@ -78,7 +82,7 @@ def general_pool(context: dg.AssetExecutionContext, store: TableStore, sources: 
     """General instruction data as chat `messages` with license, for the general side of mixtures."""
     tables, counts = [], {}
     for name, spec in sources.config().general_sets.items():
-        label, records = open_source(spec, base=sources.base())
+        label, records = open_source(spec, base=sources.base(), limits=sources.limits())
         table, stats = build_general_rows(records, fmt=spec.format, source=name, label=label, license=spec.license)
         tables.append(table)
         counts.update({f"{name}/{key}": value for key, value in stats.items() if value})

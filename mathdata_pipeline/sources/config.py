@@ -15,8 +15,16 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mathdata_pipeline.common.names import InvalidName, check_name
 from mathdata_pipeline.common.paths import REPO_ROOT, config_dir
-from mathdata_pipeline.sources.readers import InputError, Record, read_hf_dataset, read_records
+from mathdata_pipeline.sources.readers import (
+    DEFAULT_LIMITS,
+    InputError,
+    ReadLimits,
+    Record,
+    read_hf_dataset,
+    read_records,
+)
 
 
 class _Strict(BaseModel):
@@ -78,7 +86,8 @@ def load_sources_config(path: Path | str | None = None) -> SourcesConfig:
     """Parse and validate the sources file (default `<config_dir>/sources.yaml`).
 
     Raises `InputError` naming the file and the offending key when the YAML is malformed or
-    does not match the schema.
+    does not match the schema, and naming the file, the section and the name when a source name
+    is not a valid name (`common.names.check_name`: names become partition keys and paths).
     """
     path = Path(path) if path else config_dir() / "sources.yaml"
     try:
@@ -86,11 +95,22 @@ def load_sources_config(path: Path | str | None = None) -> SourcesConfig:
     except (OSError, yaml.YAMLError) as exc:
         raise InputError(str(path), f"cannot read sources config ({exc})") from exc
     try:
-        return SourcesConfig.model_validate(raw or {})
+        config = SourcesConfig.model_validate(raw or {})
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
         raise InputError(str(path), first["msg"], field=field) from exc
+    for section, what in (
+        ("seed_sources", "seed source"),
+        ("benchmarks", "benchmark"),
+        ("general_sets", "general set"),
+    ):
+        for name in getattr(config, section):
+            try:
+                check_name(name, what=what)
+            except InvalidName as exc:
+                raise InputError(str(path), str(exc), field=section) from exc
+    return config
 
 
 def data_dir() -> Path | None:
@@ -125,14 +145,17 @@ def locate(spec: _Located, *, base: Path | None = None, config_base: Path | None
     )
 
 
-def open_source(spec: _Located, **locate_kwargs) -> tuple[str, Iterator[Record]]:
-    """Open a source for reading: returns (label used in messages, iterator of records)."""
+def open_source(
+    spec: _Located, *, limits: ReadLimits = DEFAULT_LIMITS, **locate_kwargs
+) -> tuple[str, Iterator[Record]]:
+    """Open a source for reading: returns (label used in messages, iterator of records). `limits`
+    bounds record and file sizes of local files; `locate_kwargs` go to `locate`."""
     where = locate(spec, **locate_kwargs)
     if isinstance(where, Path):
         # A file found under the data folder is named by its relative path, so tables built on
         # different machines from the same data are identical.
         label = spec.local if (spec.local and not spec.path and where.as_posix().endswith(spec.local)) else str(where)
-        return label, read_records(where)
+        return label, read_records(where, limits)
     label = f"hf://{where.id}"
     return label, read_hf_dataset(
         where.id, config=where.config, split=where.split, data_dir=where.data_dir, revision=where.revision

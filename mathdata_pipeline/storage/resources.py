@@ -4,15 +4,18 @@ Layout: `<root>/<asset_key>/<partition>.parquet` for a partitioned asset and
 `<root>/<asset_key>/data.parquet` otherwise, so `pyarrow.dataset.dataset(<root>/<asset_key>)`
 reads every partition. Writes are atomic: a local file is written under a hidden temporary name
 and renamed over the old one (a reader sees the old table or the new one, never half of one);
-on object storage a single-object PUT already is atomic.
+on object storage a single-object PUT already is atomic. A local write holds a lock on its temp
+file, so the next write of the same table can tell the temp files of killed writes (unlocked)
+from those of a write still running, and removes the former.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import time
 import uuid
 from pathlib import Path
-from urllib.parse import quote
 
 import dagster as dg
 import pyarrow as pa
@@ -21,7 +24,10 @@ import pyarrow.parquet as pq
 from pydantic import Field
 from upath import UPath
 
-_UNPARTITIONED = "data"
+from mathdata_pipeline.storage.layout import table_path
+
+# A temp file touched this recently may belong to a write that has not locked it yet.
+_TEMP_GRACE_S = 30.0
 
 
 class TableStore(dg.ConfigurableResource):
@@ -31,7 +37,9 @@ class TableStore(dg.ConfigurableResource):
     `MATHDATA_STORAGE` environment variable at run time, else `./storage`.
     """
 
-    root: str = Field(default="", description="Local path or object-storage URL; empty = $MATHDATA_STORAGE or ./storage")
+    root: str = Field(
+        default="", description="Local path or object-storage URL; empty = $MATHDATA_STORAGE or ./storage"
+    )
 
     def root_path(self) -> UPath:
         """The resolved storage root."""
@@ -51,21 +59,23 @@ class TableStore(dg.ConfigurableResource):
 
     def path_for(self, asset_key: str, partition: str | None = None) -> UPath:
         """Where the table of `asset_key` (slash-separated) and `partition` lives."""
-        name = quote(partition, safe="-_.=+,@") if partition is not None else _UNPARTITIONED
-        return self.root_path().joinpath(*asset_key.split("/"), f"{name}.parquet")
+        return table_path(self.root_path(), asset_key, partition)
 
     def write(self, table: pa.Table, asset_key: str, partition: str | None = None) -> UPath:
         """Atomically replace the table of (asset_key, partition) with `table`; returns its path."""
         path = self.path_for(asset_key, partition)
         path.parent.mkdir(parents=True, exist_ok=True)
         if self.is_local():
-            tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+            remove_stale_temp_files(Path(path.path))
+            tmp = Path(path.parent.path) / f".{path.name}.{uuid.uuid4().hex}.tmp"
             try:
-                pq.write_table(table, tmp.path, compression="zstd")
-                os.replace(tmp.path, path.path)
+                with open(tmp, "xb") as handle:
+                    fcntl.flock(handle, fcntl.LOCK_EX)
+                    pq.write_table(table, handle, compression="zstd")
+                    handle.flush()
+                    os.replace(tmp, path.path)
             finally:
-                if tmp.exists():
-                    tmp.unlink()
+                tmp.unlink(missing_ok=True)
         else:
             with path.open("wb") as fh:
                 pq.write_table(table, fh, compression="zstd")
@@ -85,8 +95,9 @@ class TableStore(dg.ConfigurableResource):
         with path.open("rb") as fh:
             return pq.read_table(fh, columns=columns)
 
-    def read_if_exists(self, asset_key: str, partition: str | None = None,
-                       columns: list[str] | None = None) -> pa.Table | None:
+    def read_if_exists(
+        self, asset_key: str, partition: str | None = None, columns: list[str] | None = None
+    ) -> pa.Table | None:
         """`read`, or None when the table was never materialized."""
         return self.read(asset_key, partition, columns) if self.exists(asset_key, partition) else None
 
@@ -104,3 +115,21 @@ class TableStore(dg.ConfigurableResource):
         if not self.root_path().joinpath(*asset_key.split("/")).exists():
             return None
         return self.read_all(asset_key, columns)
+
+
+def remove_stale_temp_files(path: Path) -> list[Path]:
+    """Remove the temp files that killed writes of the table at `path` left behind
+    (`.<name>.parquet.<uuid>.tmp` beside it): those no live writer holds locked and that were not
+    touched in the last 30 seconds. Returns the removed paths."""
+    removed = []
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            if time.time() - tmp.stat().st_mtime < _TEMP_GRACE_S:
+                continue
+            with open(tmp, "rb") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                tmp.unlink()
+        except (BlockingIOError, FileNotFoundError):
+            continue  # a live writer holds it, or it is gone already
+        removed.append(tmp)
+    return removed

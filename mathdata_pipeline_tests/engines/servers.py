@@ -5,6 +5,8 @@ the proxy only breaks, delays or counts real traffic. Everything listens on 127.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import http.client
 import importlib.util
 import os
@@ -61,8 +63,10 @@ def llama_cpp_server(
     token, and how long to wait for the server to answer `GET /v1/models`. The model is served
     as MODEL_ALIAS.
     Yields the API base URL, "http://127.0.0.1:<port>/v1". The server runs in its own process
-    group (new session), which is terminated (then killed) on exit. Raises RuntimeError with the
-    tail of the server log if it exits or does not answer in time. HF_HUB_OFFLINE=1 is set for it.
+    group (new session), which is terminated (then killed) on exit, and is killed by the kernel
+    when the process that started it dies, even by SIGKILL (`_die_with_parent`; start servers from
+    the main thread). Raises RuntimeError with the tail of the server log if it exits or does not
+    answer in time. HF_HUB_OFFLINE=1 is set for it.
     """
     port = free_port()
     command = [
@@ -96,12 +100,33 @@ def llama_cpp_server(
             stderr=subprocess.STDOUT,
             start_new_session=True,
             env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            preexec_fn=_die_with_parent(os.getpid()),
         )
         try:
             _wait_until_up(process, f"{base_url}/models", api_key, startup_timeout_s, log)
             yield base_url
         finally:
             _stop_group(process)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid: int):
+    """A `preexec_fn` that asks Linux to SIGKILL the child when the thread that started it dies
+    (prctl PR_SET_PDEATHSIG), and kills the child at once if the parent died before that. A no-op
+    where prctl does not exist."""
+    libc_name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(libc_name, use_errno=True) if libc_name and sys.platform.startswith("linux") else None
+
+    def arm() -> None:
+        if libc is None:
+            return
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent_pid:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return arm
 
 
 def _wait_until_up(process: subprocess.Popen, url: str, api_key: str | None, timeout_s: float, log) -> None:

@@ -1,0 +1,80 @@
+"""Mixture spec files are partitions: a file whose name cannot be a partition key or a path gets
+a placeholder partition whose load fails naming the file, and the code location still loads."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import dagster as dg
+import pytest
+
+from mathdata_pipeline.common.names import check_name
+from mathdata_pipeline.common.paths import REPO_ROOT
+from mathdata_pipeline.mixtures.spec import load_mixture_spec, mixture_names
+from mathdata_pipeline.sources.readers import InputError
+
+SPEC = "reasoning: {selection_ratio: 0.5}\n"
+BAD_FILES = ["v2...draft.yaml", "my spec.yaml", "Ünïcödé.yaml", "x" * 70 + ".yaml"]
+
+
+@pytest.fixture
+def specs(tmp_path):
+    folder = tmp_path / "mixtures"
+    folder.mkdir()
+    for name in ["good", *(f.removesuffix(".yaml") for f in BAD_FILES)]:
+        (folder / f"{name}.yaml").write_text(SPEC, encoding="utf-8")
+    return folder
+
+
+def test_every_spec_file_is_a_valid_partition_key(specs):
+    names = mixture_names(specs)
+    assert len(names) == 1 + len(BAD_FILES) and "good" in names
+    assert all(check_name(n, what="mixture spec") == n for n in names)
+    dg.StaticPartitionsDefinition(names)  # "v2...draft" alone used to stop the code location from loading
+
+
+def test_a_badly_named_spec_fails_its_own_load_naming_the_file(specs):
+    assert load_mixture_spec("good", specs).reasoning.selection_ratio == 0.5
+    placeholders = [n for n in mixture_names(specs) if n != "good"]
+    messages = []
+    for key in placeholders:
+        with pytest.raises(InputError) as error:
+            load_mixture_spec(key, specs)
+        messages.append(str(error.value))
+    for file in BAD_FILES:
+        assert any(m.startswith(f"{specs / file}: mixture spec name ") and "rename the file" in m for m in messages), (
+            file
+        )
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "nope"])
+def test_a_name_without_a_spec_file_is_refused_without_reading_outside(specs, name):
+    (specs.parent / "escape.yaml").write_text(SPEC)
+    with pytest.raises(InputError, match="no mixture spec"):
+        load_mixture_spec(name, specs)
+
+
+def test_the_code_location_loads_with_a_bad_spec_file_and_only_its_partition_fails(tmp_path):
+    configs = tmp_path / "configs"
+    shutil.copytree(REPO_ROOT / "configs", configs)
+    (configs / "mixtures" / "v2...draft.yaml").write_text(SPEC)
+    script = (
+        "import json, dagster as dg\n"
+        "from mathdata_pipeline.definitions import ASSETS, RESOURCES\n"
+        "from mathdata_pipeline.common.partitions import mixture_specs\n"
+        "keys = mixture_specs.get_partition_keys()\n"
+        "bad = [k for k in keys if k.startswith('invalid-')]\n"
+        "run = dg.materialize(ASSETS, selection=['selections'], partition_key=bad[0], resources=RESOURCES,"
+        " raise_on_error=False)\n"
+        "print(json.dumps({'keys': keys, 'error': run.get_step_failure_events()[0].step_failure_data.error.to_string()}))\n"
+    )
+    env = {**os.environ, "MATHDATA_CONFIG_DIR": str(configs), "MATHDATA_STORAGE": str(tmp_path / "storage")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert {"openmathmix", "openmathmix-pruned", "reasoning-only"} <= set(result["keys"])
+    assert f"{configs / 'mixtures' / 'v2...draft.yaml'}: mixture spec name 'v2...draft'" in result["error"]
