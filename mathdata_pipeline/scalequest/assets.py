@@ -88,7 +88,7 @@ class GeneratorConfig(dg.Config):
     rewrite_max_tokens: int = Field(default=1024, ge=1, description="tokens per optimizer rewrite")
     qpo_max_steps: int = Field(default=0, ge=0, description="QPO optimizer steps; 0 = one epoch")
     qpo_learning_rate: float | None = Field(
-        default=None, gt=0, description="QPO learning rate; empty = 5e-7 full fine-tuning (paper), 5e-6 LoRA"
+        default=None, gt=0, description="QPO learning rate; empty = 5e-7 full fine-tuning (paper), 2.5e-5 LoRA"
     )
     qpo_batch: int = Field(default=8, ge=1, description="QPO pairs per device batch, at most")
     qpo_batch_tokens: int = Field(default=16384, ge=1, description="QPO token budget of one device batch")

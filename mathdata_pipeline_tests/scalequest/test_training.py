@@ -207,7 +207,7 @@ def test_qft_and_qpo_train_any_causal_lm(architecture, use_lora, tiny_bases, see
 def test_learning_rates_follow_the_lora_choice():
     assert QftConfig().learning_rate == QFT_LEARNING_RATES["lora"] == 2e-4
     assert QftConfig(use_lora=False).learning_rate == QFT_LEARNING_RATES["full"] == 2e-5
-    assert QpoConfig().learning_rate == 5e-6 and QpoConfig(use_lora=False).learning_rate == 5e-7
+    assert QpoConfig().learning_rate == 2.5e-5 and QpoConfig(use_lora=False).learning_rate == 5e-7
     assert QpoConfig(learning_rate=1e-4).learning_rate == 1e-4
     with pytest.raises(ValueError, match="learning_rate"):
         QpoConfig(learning_rate=0.0)
