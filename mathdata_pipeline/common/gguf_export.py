@@ -14,6 +14,8 @@ Two llama.cpp conventions matter:
   `token_embd.weight`. An untied checkpoint gets its `lm_head.weight` written as `output.weight`.
 
 Only the llama architecture is supported (SmolLM2, Llama); the function refuses other templates.
+`export_plan` says before (or after) training whether a checkpoint can be exported at all, so a
+Qwen2 or DeepSeek model trains and is served by vLLM from `hf/` with the export skipped.
 """
 
 from __future__ import annotations
@@ -43,6 +45,42 @@ def permute_for_llama_cpp(weight: np.ndarray, n_heads: int) -> np.ndarray:
         raise ValueError(f"cannot split {rows} rows into {n_heads} heads of two halves")
     half = rows // n_heads // 2
     return weight.reshape(n_heads, 2, half, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+
+
+def export_plan(config: dict, template: str) -> tuple[Path | None, str]:
+    """(template GGUF file, "") when a checkpoint with transformers `config` (a dict) can be
+    exported with `template` ("embedded" = the SmolLM2 file, or a path), else (None, why not).
+
+    Not exportable: an empty `template`; an architecture other than llama (`model_type`); a
+    template file that is missing, of another architecture, or whose layer and head counts differ
+    from the checkpoint's (the default SmolLM2 template fits only SmolLM2-135M: for another llama
+    model give a GGUF file of that model). Reads only the template's metadata.
+    """
+    import gguf
+
+    if not template:
+        return None, "no GGUF template given (gguf_template is empty)"
+    model_type = config.get("model_type")
+    if model_type not in _SUPPORTED_ARCHITECTURES:
+        supported = ", ".join(_SUPPORTED_ARCHITECTURES)
+        return None, f"architecture {model_type!r} has no GGUF export here (only {supported}); serve hf/ with vLLM"
+    if template == "embedded":
+        from mathdata_pipeline.engines.local import embedded_gguf_path
+
+        path = embedded_gguf_path()
+    else:
+        path = Path(template)
+    if not path.is_file():
+        return None, f"GGUF template {path} does not exist"
+    reader = gguf.GGUFReader(str(path))
+    arch = reader.fields["general.architecture"].contents()
+    if arch != model_type:
+        return None, f"GGUF template {path.name} is a {arch!r} model, the checkpoint a {model_type!r} one"
+    try:
+        _check_hyperparameters(reader, arch, config, path.name)
+    except ValueError as exc:
+        return None, f"{exc}: give gguf_template, a GGUF file of the base model"
+    return path, ""
 
 
 def export_gguf(hf_dir: str | Path, template_gguf: Path, out_path: Path, dtype: str = "f16") -> Path:

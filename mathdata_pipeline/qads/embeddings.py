@@ -144,25 +144,44 @@ class SentenceEmbedder:
 
 
 class HiddenStateEmbedder:
-    """An LLM's hidden states as embeddings (loaded with `methods.hf_models.load_causal_lm`).
+    """An LLM's hidden states as embeddings (loaded with `common.hf_models.load_causal_lm`).
 
     Parameters: `source` (`embedded` SmolLM2-135M-Instruct, a transformers folder, a .gguf file or
     a hub id); `layer`, an index into the model's hidden states (0 = token embeddings, -1 = last
     layer); `pooling` `mean` (average over the text's tokens) or `last` (the last token, as in
-    LESS's representation baseline); `batch_size`; `max_length`, the token limit beyond which a
-    text is truncated. Padding is on the right and masked out, so a text's vector does not depend
-    on the other texts in its batch. The model loads on the first `embed` call.
+    LESS's representation baseline); `batch_size`, the most texts in one forward pass;
+    `batch_tokens`, the token budget of one forward pass (texts x longest text; texts are sorted
+    by length, so short ones share a batch); `max_length`, the token limit beyond which a text is
+    truncated; `device` and `dtype` as in `common.devices` ("auto": CUDA in bfloat16, else CPU
+    float32; the dtype is part of `model_key`, so vectors of two precisions never share a cache).
+    Padding is on the right and masked out, so a text's vector does not depend on the other texts
+    in its batch. The model loads on the first `embed` call.
     """
 
     def __init__(
-        self, source: str = EMBEDDED, layer: int = -1, pooling: str = "mean", batch_size: int = 8, max_length: int = 512
+        self,
+        source: str = EMBEDDED,
+        layer: int = -1,
+        pooling: str = "mean",
+        batch_size: int = 8,
+        max_length: int = 512,
+        *,
+        batch_tokens: int = 16384,
+        device: str = "auto",
+        dtype: str = "auto",
     ):
+        from mathdata_pipeline.common.devices import placement
+
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-        if batch_size < 1 or max_length < 1:
-            raise ValueError(f"batch_size and max_length must be at least 1, got {batch_size} and {max_length}")
+        if batch_size < 1 or max_length < 1 or batch_tokens < 1:
+            raise ValueError(
+                f"batch_size, max_length and batch_tokens must be at least 1, got {batch_size}, {max_length}, "
+                f"{batch_tokens}"
+            )
         self.source, self.layer, self.pooling = source, layer, pooling
-        self.batch_size, self.max_length = batch_size, max_length
+        self.batch_size, self.max_length, self.batch_tokens = batch_size, max_length, batch_tokens
+        self.device, self.dtype = placement(device, dtype)
         if source == EMBEDDED:
             from mathdata_pipeline.engines.local import embedded_gguf_path
 
@@ -172,7 +191,8 @@ class HiddenStateEmbedder:
             )
         else:
             name, identity = _source_identity(source)
-        self.model_key = _model_key("hidden_state", name, identity, f"layer{layer}", pooling, f"len{max_length}")
+        settings = [f"layer{layer}", pooling, f"len{max_length}"] + ([] if self.dtype == "float32" else [self.dtype])
+        self.model_key = _model_key("hidden_state", name, identity, *settings)
         self._model = None
         self._tokenizer = None
 
@@ -180,37 +200,42 @@ class HiddenStateEmbedder:
         if self._model is None:
             from mathdata_pipeline.common.hf_models import load_causal_lm
 
-            self._model, self._tokenizer = load_causal_lm(self.source)
-            self._tokenizer.padding_side = "right"
+            self._model, self._tokenizer = load_causal_lm(self.source, device=self.device, dtype=self.dtype)
             layers = self._model.config.num_hidden_layers + 1
             if not -layers <= self.layer < layers:
                 raise ValueError(f"layer {self.layer} is out of range: {self.source} has {layers} hidden states")
         return self._model, self._tokenizer
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        """float32 (len(texts), hidden size) unit-norm rows, in input order. Texts are batched in
-        order of length (less padding); the result is put back in input order."""
+        """float32 (len(texts), hidden size) unit-norm rows, in input order. Texts are batched by
+        `batch_tokens` (and at most `batch_size` per batch) in order of length; the result is put
+        back in input order."""
         import torch
+
+        from mathdata_pipeline.common.batching import token_budget_batches
 
         texts = _check_texts(texts)
         model, tokenizer = self._load()
+        ids = tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
         out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start : start + self.batch_size]
-            batch = tokenizer(
-                [texts[i] for i in rows], return_tensors="pt", padding=True, truncation=True, max_length=self.max_length
-            )
+        for rows in token_budget_batches([len(x) for x in ids], self.batch_tokens, self.batch_size):
+            width = max(len(ids[i]) for i in rows)
+            input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for j, i in enumerate(rows):
+                input_ids[j, : len(ids[i])] = torch.tensor(ids[i])
+                mask[j, : len(ids[i])] = 1
+            input_ids, mask = input_ids.to(self.device), mask.to(self.device)
             with torch.inference_mode():
-                hidden = model(**batch, output_hidden_states=True).hidden_states[self.layer].float()
-            mask = batch["attention_mask"]
+                hidden = model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True).hidden_states
+            hidden = hidden[self.layer].float()
             if self.pooling == "mean":
                 weights = mask.unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
             else:
                 last = (mask.sum(dim=1) - 1).clamp(min=0)
-                pooled = hidden[torch.arange(len(rows)), last]
-            out[rows] = pooled.numpy()
+                pooled = hidden[torch.arange(len(rows), device=hidden.device), last]
+            out[rows] = pooled.cpu().numpy()
         return _normalized(out)
 
 

@@ -9,6 +9,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
+from mathdata_pipeline.common.devices import Device, DType
+from mathdata_pipeline.common.hf_models import chat_template, model_config
 from mathdata_pipeline.common.metadata import counts_metadata, generation_metadata, table_metadata
 from mathdata_pipeline.common.partitions import synthesis_shards
 from mathdata_pipeline.common.plots import bar_chart
@@ -19,6 +21,7 @@ from mathdata_pipeline.common.text import params_hash
 from mathdata_pipeline.decontamination.checks import contamination_check, contamination_check_spec
 from mathdata_pipeline.decontamination.index import ContaminationIndex
 from mathdata_pipeline.engines.base import Request, SamplingParams
+from mathdata_pipeline.engines.factory import load_profile
 from mathdata_pipeline.engines.resources import LLMResource
 from mathdata_pipeline.engines.runner import GenerationStats
 from mathdata_pipeline.grading import Grader
@@ -26,7 +29,14 @@ from mathdata_pipeline.grading.voting import vote_on_samples
 from mathdata_pipeline.qads.embeddings import SentenceEmbedder
 from mathdata_pipeline.scalequest.best_of_n import RewardScorer
 from mathdata_pipeline.scalequest.filters import difficulty_scores_from_model
-from mathdata_pipeline.scalequest.generator import QpoPlan, latest_variant, train_question_generator
+from mathdata_pipeline.scalequest.generator import (
+    DEFAULT_VARIANT,
+    QpoPlan,
+    gguf_template_for,
+    latest_stage,
+    train_question_generator,
+    variant_dir,
+)
 from mathdata_pipeline.scalequest.prefix import clean_question, judge_messages, resolve_prefix, synthesis_requests
 from mathdata_pipeline.scalequest.rows import kept_responses, question_rows
 from mathdata_pipeline.scalequest.synthesis import FilterSettings, filter_questions
@@ -39,17 +49,32 @@ PrefixName = Literal["auto", "qwen2-math", "deepseekmath"]
 class GeneratorConfig(dg.Config):
     """Question-generator training (METHODS.md §3.3): QFT on seed questions, then QPO on pairs
     (the optimizer LLM's rewrite = chosen, the original = rejected). Paper defaults;
-    `configs/demo.yaml` shrinks them to a few CPU steps."""
+    `configs/demo.yaml` shrinks them to a few CPU steps. Any Hugging Face causal LM can be the
+    base; each trained generator is a named `variant`, kept beside the others."""
 
     base: str = Field(default="embedded", description="model to fine-tune: embedded, a folder or a hub id")
+    variant: str = Field(
+        default=DEFAULT_VARIANT, description="name of this generator; synthesized_questions picks one by name"
+    )
     prefix: PrefixName = Field(
-        default="auto", description="user-turn prefix: auto = from the llm profile's chat template"
+        default="auto", description="user-turn prefix: auto = from the base model's chat template"
+    )
+    generator_profile: str = Field(
+        default="",
+        description="engine profile that serves the trained generator (QPO's questions); local (llama.cpp) "
+        "needs a GGUF export, vllm loads hf/; empty = the llm resource's",
+    )
+    gguf_template: str = Field(
+        default="embedded", description="GGUF of the base model whose metadata the export copies (llama only)"
     )
     qft_questions: int = Field(default=15000, ge=1, description="seed questions QFT trains on")
     qft_max_steps: int = Field(default=0, ge=0, description="QFT optimizer steps; 0 = one epoch")
-    qft_learning_rate: float = Field(default=2e-5, gt=0, description="QFT learning rate")
+    qft_learning_rate: float | None = Field(
+        default=None, gt=0, description="QFT learning rate; empty = 2e-5 full fine-tuning, 2e-4 LoRA"
+    )
+    qft_batch_tokens: int = Field(default=4096, ge=1, description="QFT token budget of one device batch")
     use_lora: bool = Field(
-        default=True, description="LoRA adapters (merged after training) instead of full fine-tuning"
+        default=True, description="LoRA adapters (merged after training) instead of full fine-tuning, QFT and QPO"
     )
     qpo: bool = Field(default=True, description="run QPO after QFT")
     qpo_questions: int = Field(default=10000, ge=1, description="questions the QFT model writes for QPO")
@@ -62,30 +87,44 @@ class GeneratorConfig(dg.Config):
     )
     rewrite_max_tokens: int = Field(default=1024, ge=1, description="tokens per optimizer rewrite")
     qpo_max_steps: int = Field(default=0, ge=0, description="QPO optimizer steps; 0 = one epoch")
-    qpo_learning_rate: float = Field(default=5e-7, gt=0, description="QPO learning rate")
-    qpo_batch: int = Field(default=8, ge=1, description="QPO pairs per device batch")
+    qpo_learning_rate: float | None = Field(
+        default=None, gt=0, description="QPO learning rate; empty = 5e-7 full fine-tuning (paper), 2.5e-5 LoRA"
+    )
+    qpo_batch: int = Field(default=8, ge=1, description="QPO pairs per device batch, at most")
+    qpo_batch_tokens: int = Field(default=16384, ge=1, description="QPO token budget of one device batch")
     qpo_min_pairs: int = Field(default=2, ge=1, description="skip QPO (with a warning) below this many parsed pairs")
+    device: Device = Field(default="auto", description="torch device for training: auto = CUDA when present")
+    dtype: DType = Field(default="auto", description="auto = bfloat16 compute on CUDA, float32 on the CPU")
     seed: int = Field(default=0, description="training seed")
 
-    def qft_config(self) -> QftConfig:
-        """The QFT settings."""
+    def qft_config(self, gguf_template: str) -> QftConfig:
+        """The QFT settings, exporting a GGUF with `gguf_template` ("" = none)."""
         return QftConfig(
             base=self.base,
             max_steps=self.qft_max_steps,
             learning_rate=self.qft_learning_rate,
             use_lora=self.use_lora,
             seed=self.seed,
+            device=self.device,
+            dtype=self.dtype,
+            batch_tokens=self.qft_batch_tokens,
+            gguf_template=gguf_template,
         )
 
-    def qpo_plan(self) -> QpoPlan | None:
-        """The QPO plan, None when QPO is off."""
+    def qpo_plan(self, gguf_template: str) -> QpoPlan | None:
+        """The QPO plan (None when QPO is off), exporting a GGUF with `gguf_template` ("" = none)."""
         if not self.qpo:
             return None
         training = QpoConfig(
             max_steps=self.qpo_max_steps,
             learning_rate=self.qpo_learning_rate,
+            use_lora=self.use_lora,
             per_device_batch=self.qpo_batch,
             seed=self.seed,
+            device=self.device,
+            dtype=self.dtype,
+            batch_tokens=self.qpo_batch_tokens,
+            gguf_template=gguf_template,
         )
         return QpoPlan(
             questions=self.qpo_questions,
@@ -105,47 +144,37 @@ def _generator_root(store: TableStore) -> Path:
 def question_generator(
     context: dg.AssetExecutionContext, config: GeneratorConfig, llm: LLMResource, store: TableStore
 ) -> dg.MaterializeResult:
-    """QFT (and QPO) of the question generator; the trained model sits under
-    `<storage>/question_generator/{qft,qpo}/` as merged weights (`hf/`) and `model.gguf`."""
-    prefix = resolve_prefix(config.prefix, llm.engine().chat_template())
+    """QFT (and QPO) of the question generator `variant`; the trained model sits under
+    `<storage>/question_generator/<variant>/{qft,qpo}/` as merged weights (`hf/`) and, when it is
+    served by llama.cpp, `model.gguf`."""
+    serving = llm.profile_name(config.generator_profile)
+    gguf_template, gguf_skipped = gguf_template_for(
+        load_profile(serving).backend, serving, model_config(config.base), config.gguf_template
+    )
+    prefix = resolve_prefix(config.prefix, chat_template(config.base))
     seeds = store.read_all("seed_problems", columns=["problem_id", "question", "reference_answer"])
     seeds = solver_subset(seeds, max_questions=config.qft_questions, salt="qft")
-    root, stats = _generator_root(store), []
+    root, stats = variant_dir(_generator_root(store), config.variant), []
     run = train_question_generator(
         seeds.column("question").to_pylist(),
         prefix,
         root,
-        config.qft_config(),
-        config.qpo_plan(),
-        generate_questions=llm.generate_fn(context, stats, ledger_name="qpo", model_dir=root / "qft"),
+        config.qft_config(gguf_template),
+        config.qpo_plan(gguf_template),
+        generate_questions=llm.generate_fn(
+            context, stats, ledger_name="qpo", profile=config.generator_profile, model_dir=root / "qft"
+        ),
         rewrite=llm.generate_fn(context, stats, ledger_name="qpo_rewrite", profile=config.optimizer_profile),
         release=llm.close_engine,
     )
     if run.skipped:
         context.log.warning(f"QPO skipped: {run.skipped}")
-    metadata = {
-        "qft_steps": run.qft.steps,
-        "qft_final_loss": round(float(run.qft.train_loss[-1]), 4) if run.qft.train_loss else None,
-        "qft_seconds": round(run.qft.wall_seconds, 1),
-        "qft_model": dg.MetadataValue.path(str(root / "qft")),
-        "latest": run.final,
-    }
+    metadata = {**run.metadata(), "variant": config.variant, "gguf": gguf_skipped or "model.gguf written"}
+    metadata["qft_model"] = dg.MetadataValue.path(str(root / "qft"))
     if config.qpo:
-        metadata.update(
-            {
-                "qpo_pairs": run.pairs,
-                **{f"qpo_dropped/{k}": v for k, v in run.dropped.items()},
-                **generation_metadata(GenerationStats.combine(stats)),
-            }
-        )
+        metadata.update(generation_metadata(GenerationStats.combine(stats)))
     if run.qpo is not None:
-        metadata.update(
-            {
-                "qpo_steps": run.qpo.steps,
-                "qpo_seconds": round(run.qpo.wall_seconds, 1),
-                "qpo_model": dg.MetadataValue.path(str(root / "qpo")),
-            }
-        )
+        metadata["qpo_model"] = dg.MetadataValue.path(str(root / "qpo"))
     return dg.MaterializeResult(metadata=metadata)
 
 
@@ -158,7 +187,10 @@ class SynthesisConfig(dg.Config):
     are saved in `synthesis_samples/<shard>`; kept questions join `question_pool[pool_source]`."""
 
     generator: Literal["base", "trained"] = Field(
-        default="base", description="base = the llm profile's model; trained = the latest question_generator"
+        default="base", description="base = the generator profile's model; trained = a question_generator variant"
+    )
+    generator_variant: str = Field(
+        default=DEFAULT_VARIANT, description="generator: trained: the question_generator variant that writes"
     )
     generator_profile: str = Field(
         default="", description="engine profile that writes the questions; empty = the llm resource's"
@@ -186,7 +218,12 @@ class SynthesisConfig(dg.Config):
     difficulty: Literal["solver", "scorer"] = Field(
         default="solver", description="difficulty from the solver's vote or a scorer model"
     )
-    scorer_model: str = Field(default="", description="sequence-classification model for difficulty: scorer")
+    scorer_model: str = Field(default="", description="one-scalar model (folder or hub id) for difficulty: scorer")
+    scorer_trust_remote_code: bool = Field(
+        default=False, description="let scorer_model run its own Python code (README: what this allows)"
+    )
+    scorer_device: Device = Field(default="auto", description="torch device of the scorer: auto = CUDA when present")
+    scorer_dtype: DType = Field(default="auto", description="auto = bfloat16 on CUDA, float32 on the CPU")
     solver_profile: str = Field(default="", description="engine profile of the solver; empty = the llm resource's")
     solver_template: TemplateName = Field(default="chat")
     solver_samples: int = Field(default=5, ge=1, description="solver samples per question (votes)")
@@ -218,7 +255,8 @@ def _generate_questions(
     context, config: SynthesisConfig, llm: LLMResource, store: TableStore, shard: str, stats: list[GenerationStats]
 ) -> pa.Table:
     """One shard of raw questions from the base or trained generator, as problem rows."""
-    model_dir = latest_variant(_generator_root(store)) if config.generator == "trained" else None
+    trained = config.generator == "trained"
+    model_dir = latest_stage(variant_dir(_generator_root(store), config.generator_variant)) if trained else None
     engine = llm.engine(config.generator_profile, model_dir)
     prefix = resolve_prefix(config.prefix, engine.chat_template())
     generator_id = engine.info.model_id + (f"@{engine.info.revision}" if model_dir else "")
@@ -284,7 +322,13 @@ def _difficulty_model(config: SynthesisConfig):
     """questions -> difficulty scores from `scorer_model`, or None for the solver's vote."""
     if config.difficulty != "scorer":
         return None
-    return lambda questions: difficulty_scores_from_model(questions, config.scorer_model)
+    return lambda questions: difficulty_scores_from_model(
+        questions,
+        config.scorer_model,
+        device=config.scorer_device,
+        dtype=config.scorer_dtype,
+        trust_remote_code=config.scorer_trust_remote_code,
+    )
 
 
 @dg.asset(
@@ -349,13 +393,41 @@ def synthesized_questions(
 class SynthResponseConfig(dg.Config):
     """Best of n (METHODS.md §3.3 steps 5–6) over the solver samples that `synthesized_questions`
     drew: one kept response per question among those with its majority answer, by a reward model
-    (`reward_model`: any Hugging Face sequence-classification model) or else the first of them."""
+    (`reward_model`: any model giving one scalar per response; the paper's internlm2-7b-reward
+    needs `trust_remote_code: true`) or else the first of them."""
 
     reward_model: str = Field(default="", description="reward model folder or hub id; empty = the majority rule")
-    reward_batch_size: int = Field(default=4, ge=1, description="responses per reward-model batch")
+    trust_remote_code: bool = Field(
+        default=False, description="let reward_model run its own Python code (README: what this allows)"
+    )
+    reward_batch_tokens: int = Field(default=16384, ge=1, description="token budget of one reward-model batch")
+    reward_max_length: int = Field(
+        default=2048, ge=2, description="tokens per pair; longer pairs lose their middle, never the response's end"
+    )
+    device: Device = Field(default="auto", description="torch device of the reward model: auto = CUDA when present")
+    dtype: DType = Field(default="auto", description="auto = bfloat16 on CUDA, float32 on the CPU")
+
+    def scorer(self) -> RewardScorer | None:
+        """The reward scorer, None for the majority rule."""
+        if not self.reward_model:
+            return None
+        return RewardScorer(
+            self.reward_model,
+            batch_tokens=self.reward_batch_tokens,
+            max_length=self.reward_max_length,
+            device=self.device,
+            dtype=self.dtype,
+            trust_remote_code=self.trust_remote_code,
+        )
 
 
-@dg.asset(partitions_def=synthesis_shards, group_name="synthesis", kinds={"parquet"}, deps=["synthesized_questions"])
+@dg.asset(
+    partitions_def=synthesis_shards,
+    group_name="synthesis",
+    kinds={"parquet"},
+    pool="gpu",
+    deps=["synthesized_questions"],
+)
 def synthesized_responses(
     context: dg.AssetExecutionContext, config: SynthResponseConfig, store: TableStore
 ) -> dg.MaterializeResult:
@@ -365,9 +437,15 @@ def synthesized_responses(
     questions = store.read("synthesized_questions", shard, columns=["problem_id", "question"])
     kept_ids = questions.column("problem_id").combine_chunks()
     samples = store.read("synthesis_samples", shard).filter(pc.is_in(pc.field("problem_id"), kept_ids))
-    scorer = RewardScorer(config.reward_model, batch_size=config.reward_batch_size) if config.reward_model else None
+    scorer = config.scorer()
     table, counts = kept_responses(samples, dict(zip(*questions.to_pydict().values())), scorer)
     path = store.write(table, "synthesized_responses", shard)
+    reward = {"reward_truncated": scorer.truncated, "device": scorer.device, "dtype": scorer.dtype} if scorer else {}
     return dg.MaterializeResult(
-        metadata={**table_metadata(table, path), **counts_metadata(counts), "rule": "reward" if scorer else "majority"}
+        metadata={
+            **table_metadata(table, path),
+            **counts_metadata(counts),
+            **reward,
+            "rule": "reward" if scorer else "majority",
+        }
     )

@@ -250,14 +250,30 @@ def difficulty_sampling(
     return apply_mask(table, keep, reasons, "difficulty")
 
 
-def difficulty_scores_from_model(questions: Sequence[str], model_path: str, batch_size: int = 8) -> np.ndarray:
-    """One difficulty score per question from a Hugging Face sequence-classification model with
-    num_labels=1 (the raw logit, no activation, like the paper's `function_to_apply="none"`).
-    Output: float64 array aligned with `questions`."""
+def difficulty_scores_from_model(
+    questions: Sequence[str],
+    model_path: str,
+    *,
+    batch_tokens: int = 16384,
+    device: str = "auto",
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+) -> np.ndarray:
+    """One difficulty score per question from a one-scalar model (a Hugging Face
+    sequence-classification model with num_labels=1, or custom code behind `trust_remote_code`):
+    the raw logit, no activation, like the paper's `function_to_apply="none"`.
+
+    `batch_tokens`, `device` and `dtype` as in `SequenceScorer` ("auto": CUDA in bfloat16, else
+    CPU float32). Output: float64 array aligned with `questions`. Raises ValueError naming the
+    row of a question that is not text.
+    """
     for row, question in enumerate(questions):
         if not isinstance(question, str):
             raise ValueError(f"row {row}, field 'question': expected text, got {question!r}")
-    return SequenceScorer(model_path, batch_size=batch_size).score_texts(questions)
+    scorer = SequenceScorer(
+        model_path, batch_tokens=batch_tokens, device=device, dtype=dtype, trust_remote_code=trust_remote_code
+    )
+    return scorer.score_texts(questions)
 
 
 def near_duplicate_filter(

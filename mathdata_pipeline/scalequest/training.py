@@ -7,16 +7,25 @@ METHODS.md §3.3 Steps 1 and 2. A solver chat model becomes a question generator
   question as "chosen" and the generator's original question as "rejected"; the reference model is
   the starting model (with LoRA: the same model with the adapter disabled).
 
-Both train LoRA adapters by default (full fine-tuning, as in the paper, with `use_lora=False`), merge
-them into the weights and write, inside `out_dir`: `hf/` (transformers weights + tokenizer, loadable
-by transformers or vLLM), `model.gguf` (for the llama.cpp engine; needs a template GGUF of the same
-model, by default the embedded SmolLM2) and `training.json`. Everything is written into a sibling
-folder first and renamed into place, so `out_dir` never holds a half-written model.
+Any Hugging Face causal LM trains (Llama, Qwen2, DeepSeek, ...). Both train LoRA adapters by
+default (full fine-tuning, as in the paper, with `use_lora=False`), merge them into the weights and
+write, inside `out_dir`: `hf/` (transformers weights + tokenizer, loadable by transformers or vLLM),
+`model.gguf` (for the llama.cpp engine, only when `gguf_export.export_plan` allows it: a llama model
+with a template GGUF of the same shape, by default the embedded SmolLM2; otherwise skipped and the
+reason recorded) and `training.json`. Everything is written into a sibling folder first and renamed
+into place, so `out_dir` never holds a half-written model.
+
+Learning rates: left unset (None), each follows the choice of `use_lora`. Full fine-tuning takes
+the paper's values (QFT 2e-5, QPO 5e-7). LoRA moves the model far less per step (a rank-16 adapter
+on q/k/v/o that starts at zero), so it takes more: QFT 2e-4, ten times the full rate, as the
+alignment-handbook's Zephyr recipes do (SFT full 2e-5, QLoRA 2e-4); QPO 2.5e-5, measured: 8 DPO
+steps of SmolLM2 move the preference margin by +1.03 nats with LoRA at 2.5e-5 and +1.07 with full
+fine-tuning at 5e-7, but only +0.20 at the handbook's LoRA 5e-6 and +0.02 at 5e-7
+(benchmarks/qpo_learning_rate.py; benchmarks/RESULTS.md, "QPO learning rate").
 
 Departures from the paper: the optimizer is `adamw_torch` (the paper's `paged_adamw_32bit` needs
-bitsandbytes and a GPU) and there is no DeepSpeed. On a CPU training runs in float32; on CUDA in
-bfloat16 (LoRA: bfloat16 base weights with float32 adapters; full fine-tuning: float32 weights with
-bfloat16 autocast).
+bitsandbytes and a GPU) and there is no DeepSpeed. Device, precision and token-budget batches
+follow `common.training` (CPU float32; CUDA bfloat16).
 """
 
 from __future__ import annotations
@@ -25,10 +34,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mathdata_pipeline.common.devices import release_cuda_memory
 from mathdata_pipeline.common.hf_models import EMBEDDED
 from mathdata_pipeline.common.training import (
-    AdapterSettings,
     TrainedModel,
+    TrainingSettings,
+    batch_by_tokens,
     common_training_args,
     finish_training,
     load_for_training,
@@ -36,23 +47,33 @@ from mathdata_pipeline.common.training import (
     start_output,
 )
 
+QFT_LEARNING_RATES = {"full": 2e-5, "lora": 2e-4}
+QPO_LEARNING_RATES = {"full": 5e-7, "lora": 2.5e-5}
+
+
+def _default_learning_rate(config, rates: dict[str, float]) -> None:
+    """Fill a frozen config's unset `learning_rate` with the rate of its `use_lora` choice."""
+    if config.learning_rate is None:
+        object.__setattr__(config, "learning_rate", rates["lora" if config.use_lora else "full"])
+    if config.learning_rate <= 0:
+        raise ValueError(f"learning_rate must be > 0, got {config.learning_rate}")
+
 
 @dataclass(frozen=True)
-class QftConfig(AdapterSettings):
+class QftConfig(TrainingSettings):
     """QFT settings; defaults are the paper's (METHODS.md §3.3 Step 1).
 
     `base`: "embedded", a transformers folder or a hub id (see `hf_models.load_causal_lm`).
-    `max_steps` > 0 overrides `epochs`. `per_device_batch` x `grad_accum` sequences of `max_length`
-    tokens per optimizer step (packed when `packing`). LoRA (`use_lora`) with rank `lora_r`, scale
-    `lora_alpha`, dropout `lora_dropout` on `target_modules`; `use_lora=False` trains all weights.
-    `gguf_template`: the GGUF whose metadata the exported `model.gguf` copies ("embedded" for the
-    SmolLM2 file, a path, or "" to skip the GGUF export); `gguf_dtype` "f16" or "f32".
+    `max_steps` > 0 overrides `epochs`. Up to `per_device_batch` sequences of `max_length` tokens
+    (packed when `packing`) and at most `batch_tokens` tokens per device batch, `grad_accum`
+    batches per optimizer step. `learning_rate` None = QFT_LEARNING_RATES for the `use_lora`
+    choice. LoRA, GGUF export, `device` and `dtype`: see `common.training.TrainingSettings`.
     """
 
     base: str = EMBEDDED
     epochs: float = 1.0
     max_steps: int = 0
-    learning_rate: float = 2e-5
+    learning_rate: float | None = None
     per_device_batch: int = 1
     grad_accum: int = 4
     max_length: int = 256
@@ -60,21 +81,27 @@ class QftConfig(AdapterSettings):
     scheduler: str = "cosine"
     packing: bool = True
     seed: int = 0
+    batch_tokens: int = 4096
+
+    def __post_init__(self):
+        _default_learning_rate(self, QFT_LEARNING_RATES)
 
 
 @dataclass(frozen=True)
-class QpoConfig(AdapterSettings):
+class QpoConfig(TrainingSettings):
     """QPO (DPO) settings; defaults are the paper's (METHODS.md §3.3 Step 2).
 
     `beta` and `loss_type` are DPO's. `max_length` caps prompt + question tokens;
     `max_prompt_length` caps the prefix (a longer prefix is an error, since the prompt is never
     truncated). `eval_pairs` pairs are held out for a final evaluation when at least as many remain
-    for training. Scheduler, LoRA and GGUF fields as in QftConfig.
+    for training. `learning_rate` None = QPO_LEARNING_RATES for the `use_lora` choice. A device
+    batch holds up to `per_device_batch` pairs and at most `batch_tokens` tokens (both sequences of
+    each pair, padding included). Scheduler, LoRA, GGUF and placement fields as in QftConfig.
     """
 
     beta: float = 0.1
     loss_type: str = "sigmoid"
-    learning_rate: float = 5e-7
+    learning_rate: float | None = None
     warmup_steps: int = 20
     scheduler: str = "cosine"
     epochs: float = 1.0
@@ -85,6 +112,10 @@ class QpoConfig(AdapterSettings):
     max_prompt_length: int = 1000
     eval_pairs: int = 100
     seed: int = 0
+    batch_tokens: int = 16384
+
+    def __post_init__(self):
+        _default_learning_rate(self, QPO_LEARNING_RATES)
 
 
 def qft_texts(questions: list[str], prefix: str, end_of_turn: str) -> list[str]:
@@ -115,7 +146,7 @@ def train_qft(
     if not prefix:
         raise ValueError("prefix is empty")
     texts = qft_texts(questions, prefix, end_of_turn)
-    model, tokenizer = load_for_training(config.base, config.use_lora)
+    model, tokenizer = load_for_training(config.base, config.use_lora, device=config.device, dtype=config.dtype)
     dataset = Dataset.from_dict({"input_ids": [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]})
     out_dir, work = start_output(out_dir)
     args = SFTConfig(
@@ -128,8 +159,12 @@ def train_qft(
     trainer = SFTTrainer(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=lora_config(config)
     )
+    batch_by_tokens(trainer, config)
     trainer.train()
-    return finish_training(trainer, tokenizer, "qft", config, len(texts), {}, out_dir, work, started)
+    trained = finish_training(trainer, tokenizer, "qft", config, len(texts), {}, out_dir, work, started)
+    del trainer, model
+    release_cuda_memory()
+    return trained
 
 
 def train_qpo(
@@ -162,7 +197,7 @@ def train_qpo(
     for row, pair in enumerate(pairs):
         if len(pair) != 2 or not all(isinstance(q, str) and q.strip() for q in pair):
             raise ValueError(f"pairs[{row}]: expected (chosen, rejected), two non-empty strings")
-    model, tokenizer = load_for_training(base, config.use_lora)
+    model, tokenizer = load_for_training(base, config.use_lora, device=config.device, dtype=config.dtype)
     prompt = _prompt_without_auto_bos(prefix, tokenizer)
     prompt_tokens = len(tokenizer(prompt)["input_ids"])
     if prompt_tokens > config.max_prompt_length:
@@ -178,7 +213,9 @@ def train_qpo(
         order = np.random.default_rng(config.seed).permutation(len(pairs))
         eval_dataset = dataset.select(sorted(order[: config.eval_pairs].tolist()))
         dataset = dataset.select(sorted(order[config.eval_pairs :].tolist()))
-    ref_model = None if config.use_lora else load_for_training(base, use_lora=False)[0]
+    ref_model = None
+    if not config.use_lora:
+        ref_model = load_for_training(base, use_lora=False, device=config.device, dtype=config.dtype)[0]
     out_dir, work = start_output(out_dir)
     args = DPOConfig(
         beta=config.beta,
@@ -198,12 +235,16 @@ def train_qpo(
         processing_class=tokenizer,
         peft_config=lora_config(config),
     )
+    batch_by_tokens(trainer, config)
     trainer.train()
     eval_metrics = {k: float(v) for k, v in trainer.evaluate().items()} if eval_dataset is not None else {}
     config_record = {"base": base, "eval_examples": 0 if eval_dataset is None else len(eval_dataset)}
-    return finish_training(
+    trained = finish_training(
         trainer, tokenizer, "qpo", config, len(dataset), eval_metrics, out_dir, work, started, extra=config_record
     )
+    del trainer, model, ref_model
+    release_cuda_memory()
+    return trained
 
 
 def _prompt_without_auto_bos(prefix: str, tokenizer) -> str:

@@ -7,8 +7,8 @@ import gguf
 import numpy as np
 import pytest
 
-from mathdata_pipeline.common.gguf_export import export_gguf, permute_for_llama_cpp
-from mathdata_pipeline.common.hf_models import embedded_checkpoint, load_causal_lm
+from mathdata_pipeline.common.gguf_export import export_gguf, export_plan, permute_for_llama_cpp
+from mathdata_pipeline.common.hf_models import embedded_checkpoint, load_causal_lm, model_config
 from mathdata_pipeline.engines.base import Request, SamplingParams
 from mathdata_pipeline.engines.local import LocalEngine, embedded_gguf_path
 
@@ -139,3 +139,17 @@ def test_mismatched_template_is_refused(exported, tmp_path):
     with pytest.raises(ValueError, match="head_count_kv"):
         export_gguf(broken, embedded_gguf_path(), tmp_path / "x.gguf")
     assert not (tmp_path / "x.gguf").exists()
+
+
+def test_export_plan_says_why_a_checkpoint_cannot_be_exported(tmp_path):
+    smollm2 = model_config("embedded")
+    assert export_plan(smollm2, "embedded") == (embedded_gguf_path(), "")
+    assert export_plan(smollm2, str(embedded_gguf_path())) == (embedded_gguf_path(), "")
+    for config, template, reason in (
+        (smollm2, "", "gguf_template is empty"),
+        ({**smollm2, "model_type": "qwen2"}, "embedded", "architecture 'qwen2' has no GGUF export"),
+        ({**smollm2, "num_hidden_layers": 2}, "embedded", "llama.block_count is 30, the checkpoint has 2"),
+        (smollm2, str(tmp_path / "missing.gguf"), "missing.gguf does not exist"),
+    ):
+        path, why = export_plan(config, template)
+        assert path is None and reason in why

@@ -1,9 +1,13 @@
 """ScaleQuest through Dagster with the embedded model: one shard of synthesized questions through
 every filter (rejected rows kept with reasons), best-of-n responses, and the kept pairs reaching
-`question_pool` and `solutions` with origin `synthesized`."""
+`question_pool` and `solutions` with origin `synthesized`. The generator, the judge, the solver and
+the QPO optimizer each run on their own engine profile (the same GGUF under four model ids, so the
+ledgers show which profile served which role)."""
 
 from __future__ import annotations
 
+import shutil
+import sqlite3
 from pathlib import Path
 
 import dagster as dg
@@ -11,6 +15,7 @@ import pyarrow.compute as pc
 import pytest
 
 from mathdata_pipeline.common.partitions import register_seed_sources
+from mathdata_pipeline.common.paths import config_dir
 from mathdata_pipeline.definitions import ASSETS
 from mathdata_pipeline.engines.resources import LLMResource
 from mathdata_pipeline.qads.resources import KCenterSelector
@@ -23,7 +28,14 @@ pytestmark = pytest.mark.slow
 # judge rejects all of them; the judge is off here so rows reach the solver, the vote, the
 # difficulty rule and the pool. The verdict parser is tested in test_question_filters.py.
 # Responses cut off at the token limit never vote, so the solver gets room to finish.
+ROLES = ("generator", "judge", "solver", "optimizer")
+ROLE_PROFILES = "".join(
+    f"  role-{role}:\n    backend: local\n    n_ctx: 2048\n    model_id: {role}-smollm2\n" for role in ROLES
+)
+
 SYNTH = {
+    "generator_profile": "role-generator",
+    "solver_profile": "role-solver",
     "questions_per_shard": 5,
     "max_tokens": 64,
     "solvability": False,
@@ -33,14 +45,46 @@ SYNTH = {
     "difficulty_rule": "none",
 }
 
-# A tiny QFT on the math seeds (QPO's own training is tested in test_generator_training.py), then
-# a shard written by the trained generator through its exported GGUF.
-QFT = {"qft_questions": 8, "qft_max_steps": 2, "qft_learning_rate": 0.0001, "qpo": False}
-TRAINED = {**SYNTH, "generator": "trained", "questions_per_shard": 3, "max_tokens": 48}
+# A tiny QFT on the math seeds (QPO's training is tested in test_training.py); the QFT model writes
+# two questions for QPO and the optimizer profile rewrites them (the 135M model's rewrites rarely
+# parse, so QPO itself may be skipped). Then a shard written by the trained generator through its
+# exported GGUF, with the judge on.
+QFT = {
+    "qft_questions": 8,
+    "qft_max_steps": 2,
+    "qft_learning_rate": 0.0001,
+    "qpo_questions": 2,
+    "question_max_tokens": 32,
+    "rewrite_max_tokens": 48,
+    "qpo_max_steps": 1,
+    "qpo_batch": 1,
+    "qpo_min_pairs": 1,
+    "optimizer_profile": "role-optimizer",
+}
+TRAINED = {
+    **SYNTH,
+    "generator": "trained",
+    "generator_profile": "",
+    "questions_per_shard": 3,
+    "max_tokens": 48,
+    "solvability": True,
+    "judge_profile": "role-judge",
+    "judge_max_tokens": 48,
+}
 
 
 @pytest.fixture(scope="module")
 def shard(tmp_path_factory, data_root):
+    configs = tmp_path_factory.mktemp("configs") / "configs"
+    shutil.copytree(config_dir(), configs)
+    with (configs / "engines.yaml").open("a", encoding="utf-8") as handle:
+        handle.write(ROLE_PROFILES)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MATHDATA_CONFIG_DIR", str(configs))
+        yield from _materialize(tmp_path_factory, data_root)
+
+
+def _materialize(tmp_path_factory, data_root):
     store = TableStore(root=str(tmp_path_factory.mktemp("storage")))
     ledger = tmp_path_factory.mktemp("ledger")
     resources = {
@@ -92,7 +136,7 @@ def shard(tmp_path_factory, data_root):
             resources=resources,
             run_config={"ops": {"synthesized_questions": {"config": TRAINED}}},
         )
-        yield store, result, rerun, pool, (trained, from_trained)
+        yield store, result, rerun, pool, (trained, from_trained), ledger
 
 
 def _meta(result, key):
@@ -101,7 +145,7 @@ def _meta(result, key):
 
 
 def test_every_generated_question_is_kept_or_audited_with_a_reason(shard):
-    store, result, _, _, _ = shard
+    store, result, _, _, _, _ = shard
     kept = store.read("synthesized_questions", "000")
     audit = store.read("synthesis_audit", "000")
     meta = _meta(result, "synthesized_questions")
@@ -124,13 +168,13 @@ def test_every_generated_question_is_kept_or_audited_with_a_reason(shard):
 
 
 def test_rerun_reuses_every_request(shard):
-    _, _, rerun, _, _ = shard
+    _, _, rerun, _, _, _ = shard
     meta = _meta(rerun, "synthesized_questions")
     assert meta["cache_hits"].value == meta["requests"].value
 
 
 def test_one_response_kept_per_question_and_pairs_reach_the_pool(shard):
-    store, _, _, _, _ = shard
+    store, _, _, _, _, _ = shard
     kept = store.read("synthesized_questions", "000")
     responses = store.read("synthesized_responses", "000")
     chosen = responses.filter(pc.field("kept"))
@@ -145,12 +189,30 @@ def test_one_response_kept_per_question_and_pairs_reach_the_pool(shard):
 
 
 def test_question_generator_trains_and_its_model_writes_a_shard(shard):
-    store, result, _, _, (trained, from_trained) = shard
+    store, result, _, _, (trained, from_trained), _ = shard
     meta = _meta(trained, "question_generator")
-    assert meta["qft_steps"].value == 2 and meta["latest"].value == "qft"
-    assert (Path(meta["qft_model"].value) / "model.gguf").is_file()
+    assert meta["qft_steps"].value == 2 and meta["variant"].value == "default"
+    assert meta["gguf"].value == "model.gguf written" and meta["device"].value == "cpu"
+    qft_dir = Path(meta["qft_model"].value)
+    assert qft_dir.parent.name == "default" and (qft_dir / "model.gguf").is_file()
+    assert (qft_dir.parent / "latest.json").is_file() and meta["latest"].value in ("qft", "qpo")
     questions = store.read("synthesized_questions", "001").num_rows + store.read("synthesis_audit", "001").num_rows
     synthesis = _meta(from_trained, "synthesized_questions")
     assert synthesis["generated"].value == 3 == questions
-    assert synthesis["generator"].value.startswith("question_generator/qft@")  # the trained GGUF, not the base model
-    assert _meta(result, "synthesized_questions")["generator"].value == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert synthesis["generator"].value.startswith(f"default/{meta['latest'].value}@")  # the trained GGUF
+
+
+def _ledger_models(ledger: Path, name: str) -> set[str]:
+    with sqlite3.connect(ledger / f"{name}.sqlite") as db:
+        return {row[0] for row in db.execute("SELECT DISTINCT model_id FROM requests")}
+
+
+def test_every_role_runs_on_its_own_profile(shard):
+    store, result, _, _, (_, from_trained), ledger = shard
+    assert _meta(result, "synthesized_questions")["generator"].value == "generator-smollm2"
+    assert set(store.read("synthesized_questions", "000").column("generator").to_pylist()) == {"generator-smollm2"}
+    assert set(store.read("synthesis_samples", "000").column("model").to_pylist()) == {"solver-smollm2"}
+    assert _ledger_models(ledger, "judge") == {"judge-smollm2"}
+    assert _ledger_models(ledger, "qpo_rewrite") == {"optimizer-smollm2"}
+    assert _ledger_models(ledger, "qpo") == {"default/qft"}  # QPO's questions come from the QFT model
+    assert "filter/solvability" in _meta(from_trained, "synthesized_questions")

@@ -1,7 +1,12 @@
-"""Best-of-n responses: final-answer markers, majority votes, and a real reward model (a one-output
-sequence-classification head on the embedded SmolLM2) choosing among responses."""
+"""Best-of-n responses: final-answer markers, majority votes, and real reward models choosing among
+responses: a one-output sequence-classification head on the embedded SmolLM2, and a tiny model with
+its own code (like InternLM2-Reward) that loads only with `trust_remote_code`."""
 
 from __future__ import annotations
+
+import importlib.util
+import json
+import sys
 
 import numpy as np
 import pytest
@@ -9,8 +14,10 @@ import pytest
 from mathdata_pipeline.scalequest.best_of_n import (
     Choice,
     RewardScorer,
+    SequenceScorer,
     choose_responses,
     has_final_answer_marker,
+    keep_ends,
 )
 
 QUESTION = "Tom has 3 apples and buys 4 more. How many apples does he have?"
@@ -24,7 +31,7 @@ RESPONSES = [
 
 @pytest.fixture(scope="module")
 def scorer(sequence_classifier_dir) -> RewardScorer:
-    return RewardScorer(sequence_classifier_dir, batch_size=3)
+    return RewardScorer(sequence_classifier_dir, batch_tokens=150, device="cpu")
 
 
 @pytest.mark.parametrize(
@@ -76,7 +83,7 @@ def test_reward_scorer_scores_real_pairs(scorer, response_scores):
     assert np.isfinite(response_scores).all()
     assert len(set(np.round(response_scores, 6).tolist())) == 4  # the texts are told apart
     again = scorer.score([(QUESTION, response) for response in RESPONSES[:3]])
-    assert np.array_equal(again, response_scores[:3])  # deterministic (same batch)
+    np.testing.assert_allclose(again, response_scores[:3], rtol=1e-4, atol=1e-4)  # other batches, same scores
     # right padding does not change a score: a short pair scored alone gives its batched value
     alone = scorer.score([(QUESTION, RESPONSES[0])])
     np.testing.assert_allclose(alone, response_scores[:1], rtol=1e-4, atol=1e-4)
@@ -101,3 +108,116 @@ def test_reward_choice_follows_the_scores_among_agreeing_marked_responses(scorer
     only_loser_is_best = [[(RESPONSES[i], i != best) for i in marked]]
     choice = choose_responses(only_loser_is_best, "reward", questions=[QUESTION], scorer=scorer)[0]
     assert choice.index is not None and marked[choice.index] != best
+
+
+def test_keep_ends_drops_the_middle():
+    ids = list(range(100))
+    assert keep_ends(ids, 100) == ids and keep_ends(ids[:5], 8) == ids[:5]
+    cut = keep_ends(ids, 20)
+    assert cut == list(range(5)) + list(range(85, 100))  # a quarter of the room from the start, the rest from the end
+
+
+@pytest.mark.slow
+def test_truncation_keeps_the_final_answer(sequence_classifier_dir):
+    filler = "Let us add the numbers one at a time and check every step. " * 40
+    texts = [filler + "So the answer is 7.", filler + "So the answer is 9."]
+    scorer = SequenceScorer(sequence_classifier_dir, max_length=64, device="cpu")
+    scores = scorer.score_texts(texts)
+    assert scorer.truncated == 2
+    assert abs(scores[0] - scores[1]) > 1e-4  # the ends differ and were kept (right truncation would tie them)
+    assert (
+        scorer.token_ids(texts[:1])[0][-6:]
+        == scorer.tokenizer(" So the answer is 7.", add_special_tokens=False)["input_ids"][-6:]
+    )
+
+
+@pytest.mark.slow
+def test_the_token_budget_does_not_change_scores(sequence_classifier_dir, response_scores):
+    one_at_a_time = RewardScorer(sequence_classifier_dir, batch_tokens=1, device="cpu")
+    scores = one_at_a_time.score([(QUESTION, response) for response in RESPONSES])
+    np.testing.assert_allclose(scores, response_scores, rtol=1e-4, atol=1e-4)
+
+
+# A reward model with its own code, shaped like InternLM2-Reward: `AutoModel` in its auto_map, a
+# `reward_token_id` that must be the last real token, one value per sequence in `logits`.
+CUSTOM_REWARD_CODE = """
+import torch
+from transformers import PretrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import SequenceClassifierOutputWithPast
+
+
+class TinyRewardConfig(PretrainedConfig):
+    model_type = "tiny_reward"
+
+    def __init__(self, vocab_size=49152, hidden_size=16, reward_token_id=0, **kwargs):
+        self.vocab_size, self.hidden_size, self.reward_token_id = vocab_size, hidden_size, reward_token_id
+        super().__init__(**kwargs)
+
+
+class TinyRewardModel(PreTrainedModel):
+    config_class = TinyRewardConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.embed = torch.nn.Embedding(config.vocab_size, config.hidden_size)
+        self.head = torch.nn.Linear(config.hidden_size, 1)
+        self.post_init()
+
+    def forward(self, input_ids, attention_mask, **kwargs):
+        last = attention_mask.sum(dim=1) - 1
+        if not bool((input_ids[torch.arange(len(last)), last] == self.config.reward_token_id).all()):
+            raise ValueError("the last token must be the reward token")
+        mask = attention_mask.unsqueeze(-1).to(self.embed.weight.dtype)
+        pooled = (self.embed(input_ids) * mask).sum(dim=1) / mask.sum(dim=1)
+        return SequenceClassifierOutputWithPast(logits=self.head(pooled).squeeze(-1))
+"""
+
+
+@pytest.fixture(scope="module")
+def custom_reward_dir(tmp_path_factory):
+    """A tiny reward model whose class lives in its own modeling file (auto_map), with SmolLM2's tokenizer."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from mathdata_pipeline.common.hf_models import embedded_checkpoint
+
+    source = tmp_path_factory.mktemp("code") / "modeling_tiny_reward.py"
+    source.write_text(CUSTOM_REWARD_CODE)
+    spec = importlib.util.spec_from_file_location("modeling_tiny_reward", source)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # save_pretrained copies the class's source file, found through sys.modules
+    spec.loader.exec_module(module)
+    module.TinyRewardConfig.register_for_auto_class()
+    module.TinyRewardModel.register_for_auto_class("AutoModel")
+    tokenizer = AutoTokenizer.from_pretrained(embedded_checkpoint())
+    reward_token = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("custom_reward")
+    module.TinyRewardModel(
+        module.TinyRewardConfig(vocab_size=len(tokenizer), reward_token_id=reward_token)
+    ).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    del sys.modules[spec.name]
+    return folder
+
+
+def test_custom_reward_code_runs_only_when_trusted(custom_reward_dir):
+    assert "AutoModel" in json.loads((custom_reward_dir / "config.json").read_text())["auto_map"]
+    with pytest.raises(ValueError, match="trust_remote_code: true"):
+        RewardScorer(str(custom_reward_dir), device="cpu")
+    scorer = RewardScorer(str(custom_reward_dir), trust_remote_code=True, device="cpu", max_length=24, batch_tokens=64)
+    pairs = [(QUESTION, response) for response in RESPONSES]
+    scores = scorer.score(pairs)  # the model refuses any row whose last token is not its reward token
+    assert scores.shape == (4,) and np.isfinite(scores).all() and len(set(scores.round(6).tolist())) == 4
+    assert scorer.truncated == 4 and all(len(ids) == 24 for ids in scorer.token_ids(["x" * 400]))
+    assert all(ids[-1] == scorer.reward_token_id for ids in scorer.token_ids(["short", "x" * 400]))
+    single = RewardScorer(str(custom_reward_dir), trust_remote_code=True, device="cpu", max_length=24, batch_tokens=1)
+    np.testing.assert_allclose(single.score(pairs), scores, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.gpu
+def test_reward_model_on_cuda_in_bfloat16(sequence_classifier_dir, response_scores):
+    gpu = RewardScorer(sequence_classifier_dir, device="cuda")
+    assert gpu.dtype == "bfloat16" and str(next(gpu.model.parameters()).dtype) == "torch.bfloat16"
+    scores = gpu.score([(QUESTION, response) for response in RESPONSES])
+    np.testing.assert_allclose(scores, response_scores, rtol=0.1, atol=0.1)

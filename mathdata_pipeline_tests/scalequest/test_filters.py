@@ -206,7 +206,7 @@ def test_min_difficulty_and_none_rules():
 @pytest.mark.slow
 def test_difficulty_scores_from_a_real_classifier(sequence_classifier_dir):
     questions = ["What is 2 + 2?", "Prove that there are infinitely many primes.", "What is 2 + 2?"]
-    scores = difficulty_scores_from_model(questions, str(sequence_classifier_dir), batch_size=2)
+    scores = difficulty_scores_from_model(questions, str(sequence_classifier_dir), batch_tokens=16, device="cpu")
     assert scores.shape == (3,) and np.isfinite(scores).all()
     assert scores[0] == pytest.approx(scores[2], abs=1e-5) and scores[0] != pytest.approx(scores[1], abs=1e-5)
     again = difficulty_scores_from_model(questions[:2], str(sequence_classifier_dir))

@@ -1,5 +1,6 @@
-"""ScaleQuest generator training on the real SmolLM2 at tiny scale (QFT then QPO, LoRA, TRL), and the
-QPO rewrite prompts and their parser."""
+"""ScaleQuest generator training on the real SmolLM2 at tiny scale (QFT then QPO, LoRA, TRL), on
+tiny random Qwen2 and Llama models (any causal LM trains; the GGUF export is skipped with a reason),
+and the QPO rewrite prompts and their parser."""
 
 from __future__ import annotations
 
@@ -24,7 +25,16 @@ from mathdata_pipeline.scalequest.rewrite_prompts import (
     preference_pairs,
     rewrite_messages,
 )
-from mathdata_pipeline.scalequest.training import QftConfig, QpoConfig, qft_texts, train_qft, train_qpo
+from mathdata_pipeline.scalequest.training import (
+    QFT_LEARNING_RATES,
+    QPO_LEARNING_RATES,
+    QftConfig,
+    QpoConfig,
+    qft_texts,
+    train_qft,
+    train_qpo,
+)
+from mathdata_pipeline_tests.common.tiny_models import ARCHITECTURES, save_tiny_causal_lm
 
 PREFIX = (
     "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
@@ -149,6 +159,66 @@ def _preference_margin(hf_dir) -> float:
                 logps.append(logits[torch.arange(len(targets)), targets][len(prompt_ids) - 1 :].sum().item())
             margins.append(logps[0] - logps[1])
     return float(np.mean(margins))
+
+
+@pytest.fixture(scope="module")
+def tiny_bases(tmp_path_factory) -> dict:
+    """{architecture: folder of a tiny random causal LM}."""
+    return {arch: save_tiny_causal_lm(tmp_path_factory.mktemp(arch), arch) for arch in ARCHITECTURES}
+
+
+@pytest.mark.parametrize("architecture, use_lora", [("qwen2", True), ("llama", False)])
+def test_qft_and_qpo_train_any_causal_lm(architecture, use_lora, tiny_bases, seed_questions, tmp_path):
+    qft = train_qft(
+        seed_questions,
+        PREFIX,
+        END,
+        tmp_path / "qft",
+        QftConfig(
+            base=str(tiny_bases[architecture]),
+            use_lora=use_lora,
+            max_steps=3,
+            max_length=64,
+            learning_rate=1e-3,
+            warmup_ratio=0.0,
+        ),
+    )
+    assert qft.steps == 3 and len(qft.train_loss) == 3 and all(math.isfinite(x) for x in qft.train_loss)
+    assert sorted(p.name for p in (tmp_path / "qft").iterdir()) == ["hf", "training.json"]
+    # no GGUF, and the reason says why: Qwen2 has no export, a 2-layer Llama does not fit the SmolLM2 template
+    expected_reason = (
+        "architecture 'qwen2'" if architecture == "qwen2" else "llama.block_count is 30, the checkpoint has 2"
+    )
+    assert qft.gguf_path is None and expected_reason in qft.gguf_note
+    assert qft.precision == {"device": "cpu", "weights": "float32", "mixed": None}
+    model, _ = load_causal_lm(str(qft.hf_dir), device="cpu")
+    assert model.config.model_type == architecture
+
+    config = QpoConfig(use_lora=use_lora, max_steps=2, per_device_batch=2, grad_accum=1, warmup_steps=0, eval_pairs=2)
+    qpo = train_qpo(PAIRS, PREFIX, END, str(qft.hf_dir), tmp_path / "qpo", config)
+    assert qpo.config["learning_rate"] == QPO_LEARNING_RATES["lora" if use_lora else "full"]
+    assert qpo.steps == 2 and qpo.train_loss[0] == pytest.approx(math.log(2), abs=1e-4)
+    assert qpo.config["examples"] == 6 and "eval_loss" in qpo.eval_metrics
+    before, after = load_file(qft.hf_dir / "model.safetensors"), load_file(qpo.hf_dir / "model.safetensors")
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(before[name], after[name])  # a few steps at the default rate move the weights
+
+
+def test_learning_rates_follow_the_lora_choice():
+    assert QftConfig().learning_rate == QFT_LEARNING_RATES["lora"] == 2e-4
+    assert QftConfig(use_lora=False).learning_rate == QFT_LEARNING_RATES["full"] == 2e-5
+    assert QpoConfig().learning_rate == 2.5e-5 and QpoConfig(use_lora=False).learning_rate == 5e-7
+    assert QpoConfig(learning_rate=1e-4).learning_rate == 1e-4
+    with pytest.raises(ValueError, match="learning_rate"):
+        QpoConfig(learning_rate=0.0)
+
+
+@pytest.mark.gpu
+def test_qft_on_cuda_trains_in_bfloat16(tiny_bases, seed_questions, tmp_path):
+    config = QftConfig(base=str(tiny_bases["qwen2"]), max_steps=2, max_length=64, warmup_ratio=0.0, device="cuda")
+    qft = train_qft(seed_questions, PREFIX, END, tmp_path / "qft", config)
+    assert qft.precision == {"device": "cuda", "weights": "bfloat16", "mixed": "bf16"}
+    assert all(math.isfinite(x) for x in qft.train_loss)
 
 
 def test_bad_training_input_is_refused(tmp_path):
