@@ -1,7 +1,8 @@
 """The GPU check in one command: every torch and vLLM path of the pipeline on a CUDA machine.
 
     .venv/bin/python benchmarks/gpu_check.py [--quick] [--skip PART ...] [--kcenter-n 1000000]
-        [--kcenter-k 10000] [--kcenter-cpu-k 1000]
+        [--kcenter-k 10000] [--kcenter-cpu-k 1000] [--model SOURCE | --random-model CONFIG.json
+        --tokenizer FOLDER] [--no-cpu]
 
 It installs nothing: it needs a GPU machine with the `gpu` extra installed (README, "GPU machine").
 Parts (`--skip` any of them):
@@ -19,6 +20,12 @@ Parts (`--skip` any of them):
 - reward: the reward scorer (a one-output head on the embedded SmolLM2) on CUDA in bfloat16 vs the
   CPU in float32: pairs/s and the largest score difference.
 - qft: a few QFT steps of the embedded SmolLM2 (LoRA) on CUDA: seconds per step, precision, loss.
+
+`--model` runs gradients, reward and qft on another causal LM (a transformers folder or hub id)
+instead of the embedded SmolLM2. `--random-model` builds one with random weights from a
+transformers `config.json` (e.g. a 7B model's, to measure speed and memory at the papers' size on
+a machine that has no copy of the weights) and the tokenizer in `--tokenizer`. `--no-cpu` leaves
+out the CPU comparisons (a 7B model in float32 on the CPU takes hours).
 
 Without CUDA every part is skipped with its reason and the script exits 0. The last line of stdout
 is one JSON object with the headline figures.
@@ -127,8 +134,9 @@ def _compare_scoring(engine, pairs: list[tuple[str, str]]) -> dict:
     return out
 
 
-def check_gradients(n_gpu: int, n_cpu: int) -> dict:
-    """GradientFeaturizer on CUDA (bfloat16 where it takes a dtype) vs the CPU in float32."""
+def check_gradients(model: str, n_gpu: int, n_cpu: int) -> dict:
+    """GradientFeaturizer on CUDA (bfloat16 where it takes a dtype) vs the CPU in float32 (no
+    CPU run when `n_cpu` is 0)."""
     from mathdata_pipeline.common.templates import get_template
     from mathdata_pipeline.influence.gradient_features import Example, GradientFeaturizer
 
@@ -138,20 +146,24 @@ def check_gradients(n_gpu: int, n_cpu: int) -> dict:
     takes_dtype = "dtype" in inspect.signature(GradientFeaturizer).parameters
     out = {}
     features = {}
-    for device, dtype, n in (("cuda", "bfloat16", n_gpu), ("cpu", "float32", n_cpu)):
+    runs = (("cuda", "bfloat16", n_gpu), ("cpu", "float32", n_cpu))
+    for device, dtype, n in [run for run in runs if run[2] > 0]:
         kwargs = {"device": device, "max_length": 512, "batch_size": 16 if device == "cuda" else 4}
         if takes_dtype:
             kwargs["dtype"] = dtype
-        featurizer = GradientFeaturizer("embedded", **kwargs)
+        featurizer = GradientFeaturizer(model, **kwargs)
         featurizer.features(examples[:2])  # warm-up (CUDA kernels, allocator)
         started = time.perf_counter()
         features[device] = featurizer.features(examples[:n])
         rate = n / (time.perf_counter() - started)
         weights = str(next(featurizer.model.parameters()).dtype).replace("torch.", "")
-        out[device] = {"examples": n, "examples_per_second": round(rate, 2), "weights": weights}
+        out[device] = {"examples": n, "examples_per_second": round(rate, 2), "weights": weights, **_peak_memory()}
         log(f"gradient features on {device} ({weights}): {rate:.2f} examples/s")
         del featurizer
         release_cuda_memory()
+    out["featurizer_takes_dtype"] = takes_dtype
+    if not n_cpu:
+        return out
     common = min(n_gpu, n_cpu)
     cosines = np.sum(features["cuda"][:common] * features["cpu"][:common], axis=1)
     out.update(
@@ -159,7 +171,6 @@ def check_gradients(n_gpu: int, n_cpu: int) -> dict:
             "ratio": round(out["cuda"]["examples_per_second"] / out["cpu"]["examples_per_second"], 1),
             "cosine_mean": round(float(cosines.mean()), 4),
             "cosine_min": round(float(cosines.min()), 4),
-            "featurizer_takes_dtype": takes_dtype,
         }
     )
     return out
@@ -208,8 +219,8 @@ def check_kcenter(n: int, k: int, cpu_k: int) -> dict:
     return out
 
 
-def check_reward(pairs_n: int) -> dict:
-    """RewardScorer with a one-output head on the embedded SmolLM2: CUDA bfloat16 vs CPU float32."""
+def check_reward(model: str, pairs_n: int, cpu: bool) -> dict:
+    """RewardScorer with a one-output head on `model`: CUDA bfloat16 vs CPU float32 (when `cpu`)."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -219,38 +230,42 @@ def check_reward(pairs_n: int) -> dict:
     pairs = [(r["question"], r["answer"]) for r in rows]
     out = {"pairs": pairs_n}
     with tempfile.TemporaryDirectory() as folder:
-        tokenizer = AutoTokenizer.from_pretrained(embedded_checkpoint())
+        source = str(embedded_checkpoint()) if model == "embedded" else model
+        tokenizer = AutoTokenizer.from_pretrained(source)
         torch.manual_seed(0)
-        head = AutoModelForSequenceClassification.from_pretrained(embedded_checkpoint(), num_labels=1)
+        head = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1, dtype=torch.bfloat16)
         head.config.pad_token_id = tokenizer.pad_token_id
         head.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
+        del head
         scores = {}
-        for device in ("cuda", "cpu"):
+        for device in ("cuda", "cpu") if cpu else ("cuda",):
             scorer = RewardScorer(folder, device=device)
             scorer.score(pairs[:4])  # warm-up
             started = time.perf_counter()
             scores[device] = scorer.score(pairs)
             rate = pairs_n / (time.perf_counter() - started)
-            out[device] = {"pairs_per_second": round(rate, 1), "dtype": scorer.dtype}
+            out[device] = {"pairs_per_second": round(rate, 1), "dtype": scorer.dtype, **_peak_memory()}
             log(f"reward model on {device} ({scorer.dtype}): {rate:.1f} pairs/s")
             del scorer
             release_cuda_memory()
+    if not cpu:
+        return out
     out["ratio"] = round(out["cuda"]["pairs_per_second"] / out["cpu"]["pairs_per_second"], 1)
     out["max_abs_score_diff"] = round(float(np.abs(scores["cuda"] - scores["cpu"]).max()), 4)
     out["score_correlation"] = round(float(np.corrcoef(scores["cuda"], scores["cpu"])[0, 1]), 4)
     return out
 
 
-def check_qft(steps: int) -> dict:
-    """A few LoRA QFT steps of the embedded SmolLM2 on CUDA (no GGUF export)."""
+def check_qft(model: str, steps: int) -> dict:
+    """A few LoRA QFT steps of `model` on CUDA (no GGUF export)."""
     from mathdata_pipeline.common.hf_models import chat_template
     from mathdata_pipeline.scalequest.prefix import resolve_prefix
     from mathdata_pipeline.scalequest.training import QftConfig, train_qft
 
-    prefix = resolve_prefix("auto", chat_template("embedded"))
+    prefix = resolve_prefix("auto", chat_template(model))
     questions = [r["question"] for r in gsm8k(256)]
-    config = QftConfig(max_steps=steps, per_device_batch=8, grad_accum=1, device="cuda", gguf_template="")
+    config = QftConfig(base=model, max_steps=steps, per_device_batch=8, grad_accum=1, device="cuda", gguf_template="")
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
         trained = train_qft(questions, prefix.prefix, prefix.end_of_turn, Path(folder) / "qft", config)
@@ -262,6 +277,7 @@ def check_qft(steps: int) -> dict:
         "precision": trained.precision,
         "first_loss": round(trained.train_loss[0], 4),
         "last_loss": round(trained.train_loss[-1], 4),
+        **_peak_memory(),
     }
     log(f"QFT on CUDA: {trained.steps} steps in {seconds:.1f} s, loss {out['first_loss']} -> {out['last_loss']}")
     release_cuda_memory()
@@ -275,6 +291,10 @@ def main() -> None:
     parser.add_argument("--kcenter-n", type=int, default=1_000_000)
     parser.add_argument("--kcenter-k", type=int, default=10_000)
     parser.add_argument("--kcenter-cpu-k", type=int, default=1_000)
+    parser.add_argument("--model", default="embedded", help="causal LM for gradients, reward and qft")
+    parser.add_argument("--random-model", default="", metavar="CONFIG.json", help="random weights from this config")
+    parser.add_argument("--tokenizer", default="", metavar="FOLDER", help="tokenizer for --random-model")
+    parser.add_argument("--no-cpu", action="store_true", help="leave out the CPU comparisons")
     args = parser.parse_args()
     import torch
 
@@ -286,17 +306,20 @@ def main() -> None:
             {part: "no CUDA GPU (torch.cuda.is_available() is False)" for part in PARTS if part not in skipped}
         )
         print(f"gpu_check: no CUDA GPU here; skipped {', '.join(PARTS)} (run it on a GPU machine with the gpu extra)")
-    quick = args.quick
+    quick, cpu = args.quick, not args.no_cpu
+    model, model_info = args.model, {"model": args.model}
+    if gpu is not None and args.random_model:
+        model, model_info = random_model(args.random_model, args.tokenizer)
     plan = {
         "vllm": lambda: check_vllm(64 if quick else 512, 128 if quick else 256, 64 if quick else 512),
-        "gradients": lambda: check_gradients(32 if quick else 256, 8 if quick else 32),
+        "gradients": lambda: check_gradients(model, 32 if quick else 256, (8 if quick else 32) if cpu else 0),
         "kcenter": lambda: check_kcenter(
             100_000 if quick else args.kcenter_n,
             1_000 if quick else args.kcenter_k,
             200 if quick else args.kcenter_cpu_k,
         ),
-        "reward": lambda: check_reward(64 if quick else 512),
-        "qft": lambda: check_qft(4 if quick else 20),
+        "reward": lambda: check_reward(model, 64 if quick else 512, cpu),
+        "qft": lambda: check_qft(model, 4 if quick else 20),
     }
     for part in PARTS:
         if part in skipped:
@@ -315,9 +338,48 @@ def main() -> None:
         print(f"skipped {part}: {why}")
     for part, why in failed.items():
         print(f"FAILED {part}: {why}")
-    summary = {"benchmark": "gpu_check", "gpu": gpu, "quick": quick, **results, "skipped": skipped, "failed": failed}
+    summary = {
+        "benchmark": "gpu_check",
+        "gpu": gpu,
+        "quick": quick,
+        **model_info,
+        **results,
+        "skipped": skipped,
+        "failed": failed,
+    }
     print(json.dumps(summary))
     sys.exit(1 if failed else 0)
+
+
+def random_model(config_json: str, tokenizer_folder: str) -> tuple[str, dict]:
+    """Save a causal LM with random weights (seed 0, bfloat16) built from `config_json` and the
+    tokenizer of `tokenizer_folder` into a temporary folder; returns (folder, description)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(config_json)
+    started = time.perf_counter()
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    parameters = sum(p.numel() for p in model.parameters())
+    folder = tempfile.mkdtemp(prefix="gpu_check_model_")
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tokenizer_folder).save_pretrained(folder)
+    del model
+    release_cuda_memory()
+    seconds = time.perf_counter() - started
+    log(f"random {config.model_type} with {parameters / 1e9:.2f}B parameters saved in {seconds:.0f} s")
+    return folder, {"model": f"random {config.model_type} from {Path(config_json).name}", "parameters": parameters}
+
+
+def _peak_memory() -> dict:
+    """The peak CUDA memory since the last reading, in GiB (and resets the counter)."""
+    import torch
+
+    peak = torch.cuda.max_memory_allocated() / 2**30
+    torch.cuda.reset_peak_memory_stats()
+    return {"peak_cuda_gib": round(peak, 2)}
 
 
 def _has_module(name: str) -> bool:

@@ -56,8 +56,6 @@ def export_plan(config: dict, template: str) -> tuple[Path | None, str]:
     from the checkpoint's (the default SmolLM2 template fits only SmolLM2-135M: for another llama
     model give a GGUF file of that model). Reads only the template's metadata.
     """
-    import gguf
-
     if not template:
         return None, "no GGUF template given (gguf_template is empty)"
     model_type = config.get("model_type")
@@ -72,6 +70,8 @@ def export_plan(config: dict, template: str) -> tuple[Path | None, str]:
         path = Path(template)
     if not path.is_file():
         return None, f"GGUF template {path} does not exist"
+    import gguf
+
     reader = gguf.GGUFReader(str(path))
     arch = reader.fields["general.architecture"].contents()
     if arch != model_type:

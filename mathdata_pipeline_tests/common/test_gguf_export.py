@@ -153,3 +153,11 @@ def test_export_plan_says_why_a_checkpoint_cannot_be_exported(tmp_path):
     ):
         path, why = export_plan(config, template)
         assert path is None and reason in why
+
+
+def test_export_plan_without_a_template_needs_no_gguf_package(monkeypatch):
+    # a GPU machine serving the generator with vLLM may lack the gguf package: the plan must not import it
+    monkeypatch.setitem(__import__("sys").modules, "gguf", None)
+    assert export_plan({"model_type": "qwen2"}, "") == (None, "no GGUF template given (gguf_template is empty)")
+    template, why = export_plan({"model_type": "qwen2"}, "embedded")
+    assert template is None and "qwen2" in why
