@@ -23,6 +23,7 @@ from mathdata_pipeline.storage.resources import TableStore
             deps=[
                 "selections",
                 "general_pool",
+                "candidate_pool",
                 "contamination_index",
                 dg.AssetDep("solutions", partition_mapping=dg.AllPartitionMapping()),
             ],
@@ -38,7 +39,14 @@ def mixture(context: dg.AssetExecutionContext, store: TableStore) -> dg.Material
     name = context.partition_key
     spec = load_mixture_spec(name)
     decisions = store.read("selections", name)
-    table = mix.compose(name, spec, decisions, store.read_all("solutions"), store.read("general_pool"))
+    table = mix.compose(
+        name,
+        spec,
+        decisions,
+        store.read_all("solutions"),
+        store.read("general_pool"),
+        store.read_if_exists("candidate_pool"),
+    )
     report = mix.manifest(name, spec, table, decisions)
     checks = mixture_checks(store, table, report, spec, name)
     passed = all(c.passed for c in checks)
