@@ -28,6 +28,7 @@ from mathdata_pipeline.storage.resources import TableStore
             deps=[
                 "selections",
                 "general_pool",
+                "candidate_pool",
                 "contamination_index",
                 dg.AssetDep("solutions", partition_mapping=dg.AllPartitionMapping()),
                 dg.AssetDep("question_pool", partition_mapping=dg.AllPartitionMapping()),
@@ -45,8 +46,8 @@ def mixture(context: dg.AssetExecutionContext, store: TableStore) -> dg.Material
     name = context.partition_key
     spec = load_mixture_spec(name)
     decisions, solutions = store.read("selections", name), store.read_all("solutions")
-    general = store.read("general_pool")
-    table = mix.compose(name, spec, decisions, solutions, general)
+    general, candidates = store.read("general_pool"), store.read_if_exists("candidate_pool")
+    table = mix.compose(name, spec, decisions, solutions, general, candidates)
     report = {**mix.manifest(name, spec, table, decisions), "licenses": mixture_licenses(store, table, general)}
     checks = mixture_checks(store, table, report, spec, name)
     report["checks"] = check_verdict(checks)

@@ -59,12 +59,19 @@ def mixture_checks(
 
 def mixture_licenses(store: TableStore, table: pa.Table, general: pa.Table) -> list[dict]:
     """Rows per (kind, source, license) of a mixture table (`licenses.license_usage`): each row's
-    license from its `question_pool` or `general_pool` row, else from its source in sources.yaml."""
+    license from its `question_pool`, `general_pool` or `candidate_pool` row, else from its source
+    in sources.yaml."""
     pool = store.read_all_if_exists("question_pool", columns=["problem_id", "license"])
     problem_licenses = {} if pool is None else dict(zip(pool["problem_id"].to_pylist(), pool["license"].to_pylist()))
     general_licenses = dict(zip(general["row_id"].to_pylist(), general["license"].to_pylist()))
+    candidates = store.read_if_exists("candidate_pool")
+    pool_licenses = (
+        {} if candidates is None else dict(zip(candidates["row_id"].to_pylist(), candidates["license"].to_pylist()))
+    )
     by_source = lic.source_licenses(load_sources_config())
-    return lic.license_usage(table, lic.row_licenses(table, problem_licenses, general_licenses, by_source))
+    return lic.license_usage(
+        table, lic.row_licenses(table, problem_licenses, general_licenses, by_source, pool_licenses)
+    )
 
 
 def check_verdict(results: list[dg.AssetCheckResult]) -> dict[str, dict]:

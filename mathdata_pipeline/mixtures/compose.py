@@ -27,6 +27,7 @@ MIXTURE_SCHEMA = pa.schema(
         pa.field("problem_id", pa.string()),
         pa.field("sample_id", pa.string()),
         pa.field("general_row_id", pa.string()),
+        pa.field("pool_row_id", pa.string()),
         pa.field("quality", pa.float32()),
         pa.field("selection_rank", pa.int32()),
         pa.field("min_distance", pa.float32()),
@@ -41,18 +42,27 @@ def mixture_row_id(mixture: str, candidate_id: str) -> str:
     return "mx-" + stable_hash(mixture, candidate_id, length=16)
 
 
-def compose(mixture: str, spec: MixtureSpec, decisions: pa.Table, solutions: pa.Table, general: pa.Table) -> pa.Table:
+def compose(
+    mixture: str,
+    spec: MixtureSpec,
+    decisions: pa.Table,
+    solutions: pa.Table,
+    general: pa.Table,
+    pool: pa.Table | None = None,
+) -> pa.Table:
     """Mixture rows for the selected decisions, reasoning first, each group in selection order.
 
     Inputs: the mixture name and spec; the decisions of both kinds (selection.DECISION_SCHEMA);
     all solutions rows (SOLUTION_SCHEMA, keyed by `sample_id`); the general pool (keyed by
-    `row_id`). Output: MIXTURE_SCHEMA rows. Reasoning rows become a user/assistant pair.
+    `row_id`); the open candidate pool (keyed by `row_id`; rows of origin `open`). Output:
+    MIXTURE_SCHEMA rows. Solutions become a user/assistant pair; pool rows keep their messages.
     """
     chosen = decisions.filter(pc.field("selected")).sort_by([("kind", "descending"), ("selection_rank", "ascending")])
     solution_by_id = {
         r["sample_id"]: r for r in solutions.select(["sample_id", "problem_id", "question", "response"]).to_pylist()
     }
     general_by_id = {r["row_id"]: r for r in general.select(["row_id", "messages"]).to_pylist()}
+    pool_by_id = {} if pool is None else {r["row_id"]: r for r in pool.select(["row_id", "messages"]).to_pylist()}
     rows = []
     config_hash = spec.config_hash()
     for d in chosen.to_pylist():
@@ -66,13 +76,16 @@ def compose(mixture: str, spec: MixtureSpec, decisions: pa.Table, solutions: pa.
             "problem_id": None,
             "sample_id": None,
             "general_row_id": None,
+            "pool_row_id": None,
             "quality": d["quality"],
             "selection_rank": d["selection_rank"],
             "min_distance": d["min_distance"],
             "influence_score": d["influence_score"],
             "config_hash": config_hash,
         }
-        if d["kind"] == "reasoning":
+        if cid in pool_by_id:
+            row.update(pool_row_id=cid, messages=pool_by_id[cid]["messages"])
+        elif d["kind"] == "reasoning":
             sol = solution_by_id[cid]
             row.update(
                 problem_id=sol["problem_id"],

@@ -51,20 +51,24 @@ def row_licenses(
     problem_licenses: dict[str, str | None],
     general_licenses: dict[str, str | None],
     by_source: dict[str, str | None],
+    pool_licenses: dict[str, str | None] | None = None,
 ) -> list[str | None]:
     """The license of every row of a mixture table (MIXTURE_SCHEMA), in row order.
 
     Inputs: the mixture rows; {problem_id: license} of the question pool; {row_id: license} of the
-    general pool; {source: license} from the sources file. A row takes its upstream row's license,
-    else its source's; None when neither is known. Licenses come back normalized.
+    general pool; {source: license} from the sources file; {row_id: license} of the open candidate
+    pool (rows with a `pool_row_id`). A row takes its upstream row's license, else its source's;
+    None when neither is known. Licenses come back normalized.
     """
+    pool_licenses = pool_licenses or {}
     licenses = []
-    for row in table.select(["kind", "source", "problem_id", "general_row_id"]).to_pylist():
-        own = (
-            general_licenses.get(row["general_row_id"] or "")
-            if row["kind"] == "general"
-            else problem_licenses.get(row["problem_id"] or "")
-        )
+    for row in table.select(["kind", "source", "problem_id", "general_row_id", "pool_row_id"]).to_pylist():
+        if row["pool_row_id"]:
+            own = pool_licenses.get(row["pool_row_id"])
+        elif row["kind"] == "general":
+            own = general_licenses.get(row["general_row_id"] or "")
+        else:
+            own = problem_licenses.get(row["problem_id"] or "")
         licenses.append(normalize_license(own) or by_source.get(row["source"] or ""))
     return licenses
 

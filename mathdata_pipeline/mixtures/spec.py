@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -34,19 +34,40 @@ class InfluencePrune(_Strict):
 class KindSpec(_Strict):
     """QaDS settings of one kind of rows (reasoning or general).
 
-    `selection_ratio`: share of candidates to keep (reasoning: the budget; general: a cap, the
-    budget follows `general_share`). `combine_rule`: `filter_then_kcenter` keeps the top
+    `selection_ratio`: share of the eligible candidates to keep (reasoning: the budget; general: a
+    cap, the budget follows `general_share`). `combine_rule`: `filter_then_kcenter` keeps the top
     `quality_keep_ratio` by quality then runs k-center greedy to the budget; `weighted` picks
-    argmax(min-distance + weight * quality) each step. `per_source_quota`: max rows per source.
+    argmax(min-distance + weight * quality) each step. Both honour `per_source_quota` (max rows
+    per source). `quality` says how the measured win rate (`q_label`, labelled rows) and the
+    scorer's prediction (`q_pred`, every row) combine into the quality the rule uses.
+    `evaluation_sources`: sources marked as evaluation splits that this spec may nevertheless
+    train on (a warning goes into the selections metadata); any other evaluation split is never
+    a candidate.
     """
 
-    sources: list[str] = Field(default_factory=list)
-    origins: list[str] = Field(default_factory=list)
-    selection_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
+    sources: list[str] = Field(default_factory=list, description="sources to draw from; empty = all")
+    origins: list[str] = Field(
+        default_factory=list,
+        description="origins to draw from (seed, dart, mugglemath, synthesized, open, general); empty = all",
+    )
+    selection_ratio: float = Field(default=0.5, ge=0.0, le=1.0, description="share of eligible candidates kept")
     combine_rule: Literal["filter_then_kcenter", "weighted"] = "filter_then_kcenter"
-    quality_keep_ratio: float = Field(default=0.7, gt=0.0, le=1.0)
-    weight: float = 0.5
-    per_source_quota: dict[str, int] = Field(default_factory=dict)
+    quality_keep_ratio: float = Field(
+        default=0.7, gt=0.0, le=1.0, description="filter_then_kcenter: share kept by quality before k-center"
+    )
+    weight: float = Field(default=0.5, ge=0.0, description="weighted: lambda, the weight of quality against distance")
+    quality: Literal["percentile", "predicted", "measured_else_predicted"] = Field(
+        default="percentile",
+        description="percentile: measured rows ranked among measured rows, the rest among predicted ones (one "
+        "scale, neither kind favoured); predicted: the scorer's prediction for every row; measured_else_predicted: "
+        "the measured win rate where there is one (its spread is wider than the predictions')",
+    )
+    per_source_quota: dict[str, Annotated[int, Field(ge=0)]] = Field(
+        default_factory=dict, description="max rows per source"
+    )
+    evaluation_sources: list[str] = Field(
+        default_factory=list, description="evaluation-split sources this spec may train on anyway (warned)"
+    )
     influence_prune: InfluencePrune = Field(default_factory=InfluencePrune)
 
 

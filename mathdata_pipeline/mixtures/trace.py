@@ -36,7 +36,7 @@ def trace_row(root: UPath, row_id: str) -> dict:
     row = _find(root, "mixture", "row_id", row_id)
     if row is None:
         raise KeyError(f"no mixture row {row_id!r} under {root / 'mixture'}")
-    candidate = row["sample_id"] or row["general_row_id"]
+    candidate = row["sample_id"] or row["general_row_id"] or row.get("pool_row_id")
     history: dict = {"row": row}
     history["selection"] = next(_decisions(root, row["mixture"], candidate), None)
     history["quality"] = _find(root, "quality_scores", "candidate_id", candidate)

@@ -21,6 +21,9 @@ Semantics:
 - Ties (equal covering distances) go to the lowest original row index.
 - Quotas cap the new picks per group. Rows of a full group are no longer picked, but they still
   count as points to cover: their distances keep being updated and `final_radius` includes them.
+- `bonus` (QaDS's weighted rule, METHODS.md §1.3 C3): each step picks argmax(min-distance +
+  bonus) instead of argmax(min-distance), with the same scan, quotas, ties and determinism; the
+  per-block maxima are then kept over that score (one extra pass over the updated rows' minima).
 - Rows are scaled by a power of two (max row norm ≤ 1) before storage; this is exact in float32.
 
 Determinism: for float32 storage each row's dot product is computed by `np.vecdot`, whose result
@@ -63,7 +66,7 @@ class KCenterResult:
 
     indices: np.int64 (k,), original row indices in pick order. min_distance: np.float32 (k,),
     each pick's distance to the nearest earlier center (inf for a seeded-random first pick);
-    without quotas this is the covering radius just before the pick, and it never increases.
+    without quotas or bonus this is the covering radius just before the pick, and it never increases.
     final_radius: the largest distance from any row to its nearest center after the last pick
     (the k-center objective; inf when there are no centers). stats: blocks_visited,
     blocks_skipped, rows_updated, seconds, plus blocks and layout_seconds.
@@ -77,17 +80,24 @@ class KCenterResult:
 
 @dataclass(frozen=True)
 class _Problem:
-    """Validated inputs: rows, new picks, core set, per-row group codes and quota per group code."""
+    """Validated inputs: rows, new picks, core set, per-row group codes, quota per group code and
+    the per-row pick bonus (float64, original units)."""
 
     x: np.ndarray
     k: int
     initial: np.ndarray
     group_codes: np.ndarray | None
     quota_left: np.ndarray | None
+    bonus: np.ndarray | None = None
 
 
 def _validate(
-    x: np.ndarray, k: int, initial: Sequence[int], groups: np.ndarray | None, quotas: Mapping[Hashable, int] | None
+    x: np.ndarray,
+    k: int,
+    initial: Sequence[int],
+    groups: np.ndarray | None,
+    quotas: Mapping[Hashable, int] | None,
+    bonus: np.ndarray | None = None,
 ) -> _Problem:
     """Check every input and raise ValueError naming the problem (row, field or count)."""
     x = np.asarray(x)
@@ -115,11 +125,17 @@ def _validate(
         raise ValueError(f"k={k} exceeds the {n - len(core)} rows that are not already in `initial` (x has {n} rows)")
     if quotas is not None and groups is None:
         raise ValueError("quotas need groups (one group label per row of x)")
+    if bonus is not None:
+        bonus = np.asarray(bonus, dtype=np.float64)
+        if bonus.shape != (n,):
+            raise ValueError(f"bonus must hold one value per row of x ({n}); got shape {bonus.shape}")
+        if not np.isfinite(bonus).all():
+            raise ValueError(f"bonus row {int(np.argmax(~np.isfinite(bonus)))} is NaN or infinite")
     labels = None if groups is None else np.asarray(groups)
     if labels is not None and (labels.ndim != 1 or len(labels) != n):
         raise ValueError(f"groups has {len(labels)} entries but x has {n} rows")
     if labels is None or quotas is None:
-        return _Problem(x, int(k), core, None, None)
+        return _Problem(x, int(k), core, None, None, bonus)
     names, codes = np.unique(labels, return_inverse=True)
     code_of = {name: code for code, name in enumerate(names.tolist())}
     quota_left = np.full(len(names), n, dtype=np.int64)
@@ -134,7 +150,7 @@ def _validate(
     allowed = int(np.minimum(quota_left, np.bincount(codes[free], minlength=len(names))).sum())
     if k > allowed:
         raise ValueError(f"k={k} exceeds the {allowed} picks that the quotas allow")
-    return _Problem(x, int(k), core, codes, quota_left)
+    return _Problem(x, int(k), core, codes, quota_left, bonus)
 
 
 def _power_of_two_scale(x: np.ndarray) -> float:
@@ -223,6 +239,7 @@ class _BlockTraversal:
         prune: bool,
         pool: ThreadPoolExecutor,
         workers: int,
+        bonus: np.ndarray | None = None,
     ):
         n, d = x.shape
         self.order, self.starts, self.prune, self.pool, self.workers = layout.order, layout.starts, prune, pool, workers
@@ -258,7 +275,10 @@ class _BlockTraversal:
         self.min_d2 = np.full(n, np.inf, dtype=np.float32)
         self.block_max = np.full(blocks, np.inf, dtype=np.float32)
         self.excluded: np.ndarray | None = None  # stored rows that may not be picked (quotas)
-        self.block_best = self.block_max  # per-block max over pickable rows
+        # pick score bonus of each stored row, in scaled units (None: the score is min_d2 itself)
+        self.bonus = None if bonus is None else (bonus[self.order] / scale).astype(np.float32)
+        # per-block max of the pick score over pickable rows (an alias of block_max while they agree)
+        self.block_best = self.block_max if bonus is None else np.full(blocks, np.inf, dtype=np.float32)
         self.stats = {"blocks": blocks, "blocks_visited": 0, "blocks_skipped": 0, "rows_updated": 0}
 
     def _dot(self, start: int, stop: int, center: np.ndarray) -> np.ndarray:
@@ -293,14 +313,23 @@ class _BlockTraversal:
         skip = (gap > 0) & (gap * gap - self.eps >= self.block_max)
         return np.flatnonzero(~skip)
 
+    def _score(self, a: int, b: int) -> np.ndarray:
+        """Pick score of stored rows a:b: min_d2, or sqrt(min_d2) + bonus; -inf for centers and
+        excluded rows (a center's min_d2 is exactly -1; computed values are > -0.5)."""
+        score = self.min_d2[a:b]
+        if self.bonus is not None:
+            score = np.where(score < -0.5, -np.inf, np.sqrt(np.maximum(score, 0)) + self.bonus[a:b])
+        if self.excluded is not None:
+            score = np.where(self.excluded[a:b], -np.inf, score)
+        return score
+
     def _refresh(self, first: int, last: int) -> None:
         """Recompute the maxima of blocks first..last-1 (a contiguous run)."""
         a, b = self.starts[first], self.starts[last]
         offsets = self.starts[first:last] - a
         self.block_max[first:last] = np.maximum.reduceat(self.min_d2[a:b], offsets)
-        if self.excluded is not None:
-            pickable = np.where(self.excluded[a:b], -np.inf, self.min_d2[a:b])
-            self.block_best[first:last] = np.maximum.reduceat(pickable, offsets)
+        if self.block_best is not self.block_max:
+            self.block_best[first:last] = np.maximum.reduceat(self._score(a, b), offsets)
 
     def add_center(self, position: int) -> None:
         """Make stored row `position` a center: update every row it can bring closer."""
@@ -335,22 +364,23 @@ class _BlockTraversal:
         """Stop picking the stored rows in the boolean mask (their distances keep updating)."""
         if self.excluded is None:
             self.excluded = self.min_d2 < 0  # centers so far
-            self.block_best = self.block_max.copy()
+            if self.block_best is self.block_max:
+                self.block_best = self.block_max.copy()
         self.excluded |= stored_rows
         self._refresh(0, len(self.block_max))
 
     def farthest(self) -> tuple[int, float]:
-        """(stored position, squared distance) of the pickable row farthest from the centers;
-        ties go to the lowest original index (rows inside a block are in original order)."""
+        """(stored position, squared distance) of the pickable row with the highest pick score
+        (the farthest from the centers when there is no bonus); ties go to the lowest original
+        index (rows inside a block are in original order)."""
         best = self.block_best.max()
         chosen = -1
         for block in np.flatnonzero(self.block_best == best):
             a, b = self.starts[block], self.starts[block + 1]
-            key = self.min_d2[a:b] if self.excluded is None else np.where(self.excluded[a:b], -np.inf, self.min_d2[a:b])
-            position = a + int(np.argmax(key))
+            position = a + int(np.argmax(self._score(a, b)))
             if chosen < 0 or self.order[position] < self.order[chosen]:
                 chosen = position
-        return chosen, float(best)
+        return chosen, float(self.min_d2[chosen])
 
     def radius_squared(self) -> float:
         """Largest squared min-distance over all rows (centers count as 0)."""
@@ -360,7 +390,7 @@ class _BlockTraversal:
 class _CudaTraversal:
     """GPU state of a traversal: the same rules as `_BlockTraversal`, dense scan, original order."""
 
-    def __init__(self, x: np.ndarray, scale: float, storage: str):
+    def __init__(self, x: np.ndarray, scale: float, storage: str, bonus: np.ndarray | None = None):
         import torch
 
         if not torch.cuda.is_available():
@@ -377,6 +407,7 @@ class _CudaTraversal:
         self.sq_norms = (stored * stored).sum(dim=1)
         del stored
         self.min_d2 = torch.full((n,), float("inf"), device="cuda")
+        self.bonus = None if bonus is None else torch.from_numpy(bonus / scale).float().to("cuda")
         self.excluded: object | None = None
         self.stats = {"blocks": 1, "blocks_visited": 0, "blocks_skipped": 0, "rows_updated": 0}
 
@@ -396,10 +427,14 @@ class _CudaTraversal:
         self.excluded = mask | (self.min_d2 < 0) if self.excluded is None else self.excluded | mask
 
     def farthest(self) -> tuple[int, float]:
-        """(row, squared distance) of the pickable row farthest from the centers, lowest index on ties."""
-        key = self.min_d2 if self.excluded is None else self.min_d2.masked_fill(self.excluded, float("-inf"))
+        """(row, squared distance) of the pickable row with the highest pick score, lowest index on ties."""
+        key = self.min_d2
+        if self.bonus is not None:
+            key = (key.clamp(min=0).sqrt() + self.bonus).masked_fill(key < -0.5, float("-inf"))
+        if self.excluded is not None:
+            key = key.masked_fill(self.excluded, float("-inf"))
         position = int(self.torch.argmax(key))
-        return position, float(key[position])
+        return position, float(self.min_d2[position])
 
     def radius_squared(self) -> float:
         """Largest squared min-distance over all rows (centers count as 0)."""
@@ -414,6 +449,7 @@ def kcenter_greedy(
     initial: Sequence[int] = (),
     groups: np.ndarray | None = None,
     quotas: Mapping[Hashable, int] | None = None,
+    bonus: np.ndarray | None = None,
     storage: str = "float32",
     block_size: int = DEFAULT_BLOCK_SIZE,
     prune: bool = True,
@@ -425,7 +461,9 @@ def kcenter_greedy(
     `k` new picks (0 <= k <= n − len(initial), and no more than the quotas allow); `seed` for the
     first pick when `initial` is empty (and for the k-means layout); `initial` rows already chosen
     (centers from the start, never returned); `groups` (n,) a label per row and `quotas`
-    {label: max new picks} (labels not in `quotas` are unlimited); `storage` "float32" or
+    {label: max new picks} (labels not in `quotas` are unlimited); `bonus` (n,) finite values
+    added to each row's distance when choosing (argmax of min-distance + bonus: the weighted
+    rule; None = farthest-first); `storage` "float32" or
     "float16"; `block_size` rows per block (the k-means layout makes about n / block_size
     clusters); `prune` the triangle-inequality block skipping (needs the k-means layout; off: a
     full scan in original order); `device` "cpu" or "cuda" (dense scan; `prune` and `block_size`
@@ -439,16 +477,16 @@ def kcenter_greedy(
         raise ValueError(f"device must be one of {DEVICES}; got {device!r}")
     if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
         raise ValueError(f"block_size must be a positive integer; got {block_size!r}")
-    problem = _validate(x, k, initial, groups, quotas)
+    problem = _validate(x, k, initial, groups, quotas, bonus)
     n = problem.x.shape[0]
     scale = _power_of_two_scale(problem.x)
     workers = min(4, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         if device == "cuda":
-            traversal = _CudaTraversal(problem.x, scale, storage)
+            traversal = _CudaTraversal(problem.x, scale, storage, problem.bonus)
         else:
             layout = _cluster_layout(problem.x, scale, block_size, seed) if prune else _plain_layout(n, block_size)
-            traversal = _BlockTraversal(problem.x, scale, layout, storage, prune, pool, workers)
+            traversal = _BlockTraversal(problem.x, scale, layout, storage, prune, pool, workers, problem.bonus)
         layout_seconds = time.perf_counter() - began
         picks, squared = _traverse(traversal, problem, seed)
     result_radius = math.sqrt(traversal.radius_squared()) * scale if len(picks) + len(problem.initial) else math.inf
@@ -500,20 +538,23 @@ def _traverse(
     return picks, squared
 
 
-def kcenter_reference(x: np.ndarray, k: int, *, seed: int = 0, initial: Sequence[int] = ()) -> KCenterResult:
+def kcenter_reference(
+    x: np.ndarray, k: int, *, seed: int = 0, initial: Sequence[int] = (), bonus: np.ndarray | None = None
+) -> KCenterResult:
     """The straightforward k-center greedy, as common active-learning code does it.
 
     After each new center it calls `sklearn.metrics.pairwise_distances(x, new_centers)`, takes
-    the row-wise minimum with the running min-distance vector and picks the argmax (lowest index
-    on ties; centers are never re-picked). Same start rule as `kcenter_greedy` (seeded
-    `rng.integers(n)` when `initial` is empty). Inputs and output as `kcenter_greedy` without
-    groups; stats has `seconds` only.
+    the row-wise minimum with the running min-distance vector and picks the argmax of min-distance
+    (+ `bonus` when given: the weighted rule), lowest index on ties; centers are never re-picked.
+    Same start rule as `kcenter_greedy` (seeded `rng.integers(n)` when `initial` is empty). Inputs
+    and output as `kcenter_greedy` without groups; stats has `seconds` only.
     """
     from sklearn.metrics import pairwise_distances
 
     began = time.perf_counter()
-    problem = _validate(x, k, initial, None, None)
+    problem = _validate(x, k, initial, None, None, bonus)
     x = problem.x
+    extra = np.zeros(len(x)) if problem.bonus is None else problem.bonus
     min_distance = np.full(len(x), np.inf)
     picks: list[int] = []
     found: list[float] = []
@@ -529,7 +570,7 @@ def kcenter_reference(x: np.ndarray, k: int, *, seed: int = 0, initial: Sequence
         found.append(math.inf)
         add(np.asarray(picks[-1:]))
     while len(picks) < problem.k:
-        picks.append(int(np.argmax(min_distance)))
+        picks.append(int(np.argmax(np.where(min_distance < 0, -np.inf, min_distance + extra))))
         found.append(float(min_distance[picks[-1]]))
         add(np.asarray(picks[-1:]))
     radius = max(float(min_distance.max()), 0.0) if picks or len(problem.initial) else math.inf

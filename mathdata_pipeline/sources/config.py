@@ -72,6 +72,9 @@ class GeneralSetSpec(_Located):
     """A general instruction set and the converter that turns its records into chat messages."""
 
     format: Literal["hh_rlhf", "self_instruct", "mmlu", "messages"]
+    evaluation_split: bool = Field(
+        default=False, description="an evaluation split: never a training candidate unless a mixture spec allows it"
+    )
 
 
 class SourcesConfig(_Strict):

@@ -28,7 +28,9 @@ pytestmark = pytest.mark.slow
 RUN_CONFIG = {
     "ops": {
         "embeddings": {"config": {"max_per_group": 40}},
-        "quality_scores": {"config": {"anchors": 3, "label_fraction": 0.01, "min_labels": 5, "max_labels": 5}},
+        "quality_scores": {
+            "config": {"anchors": 3, "label_fraction": 0.01, "min_labels": 5, "min_heldout_correlation": None}
+        },
     }
 }
 
@@ -88,10 +90,10 @@ def test_quality_scores_measure_a_subset_and_predict_the_rest(built):
     table = built.store.read("quality_scores")
     labelled = table.filter(pc.is_valid(table.column("q_label")))
     assert labelled.num_rows == 10  # 5 per kind
-    q = table.column("quality").to_numpy()
-    assert ((q >= 0) & (q <= 1)).all()
+    measured, predicted = labelled.column("q_label").to_numpy(), table.column("q_pred").to_numpy()
+    assert ((measured >= 0) & (measured <= 1)).all() and ((predicted >= 0) & (predicted <= 1)).all()
     meta = _materialization(built.results["scores"], "quality_scores")
-    assert meta["requests"].value > 0 and "by_kind" in meta
+    assert meta["requests"].value > 0 and "by_kind" in meta and meta["scorer_gate"].value == "off"
 
 
 def test_selection_and_mixture_follow_the_spec(built):
@@ -106,6 +108,7 @@ def test_selection_and_mixture_follow_the_spec(built):
     assert abs(general / mixture.num_rows - 0.25) <= 0.02 + 1 / mixture.num_rows
     checks = {c.check_name: c for c in built.results["select"].get_asset_check_evaluations()}
     assert set(checks) == {
+        "no_evaluation_split",
         "no_benchmark_overlap",
         "no_duplicate_rows",
         "ratios_within_tolerance",

@@ -185,3 +185,36 @@ def test_cuda_matches_the_cpu():
         assert gpu.final_radius == pytest.approx(cpu.final_radius, rel=1e-5 if storage == "float32" else 1e-2)
         if storage == "float32":
             np.testing.assert_array_equal(gpu.indices, cpu.indices)
+
+
+@pytest.mark.parametrize("prune", [False, True])
+def test_bonus_picks_the_argmax_of_distance_plus_bonus(prune):
+    """The weighted rule (argmax of min-distance + bonus) equals the reference loop for every
+    block layout, and a large bonus really changes the picks."""
+    x = _clustered_rows(5, n=3000, d=16, clusters=12, spread=0.4)
+    bonus = np.random.default_rng(5).uniform(0, 0.5, len(x))
+    reference = kcenter_reference(x, 40, seed=1, bonus=bonus)
+    result = kcenter_greedy(x, 40, seed=1, bonus=bonus, prune=prune, block_size=64)
+    np.testing.assert_array_equal(result.indices, reference.indices)
+    np.testing.assert_allclose(result.min_distance[1:], reference.min_distance[1:], rtol=1e-5)
+    for i in range(1, 40):  # each pick maximises exact distance + bonus among the rows not yet picked
+        score = _distances_to(x, list(result.indices[:i])) + bonus
+        score[result.indices[:i]] = -np.inf
+        assert score[result.indices[i]] == pytest.approx(score.max(), rel=1e-5)
+    plain = kcenter_greedy(x, 40, seed=1, prune=prune, block_size=64)
+    assert len(set(plain.indices.tolist()) ^ set(result.indices.tolist())) > 10
+
+
+def test_bonus_respects_quotas_and_is_validated():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((500, 8)).astype(np.float32)
+    groups = np.array(["a"] * 100 + ["b"] * 400, dtype=object)
+    bonus = np.where(groups == "a", 10.0, 0.0)  # without quotas, every pick after the random first is an "a"
+    free = kcenter_greedy(x, 50, seed=0, bonus=bonus)
+    assert (groups[free.indices[1:]] == "a").all()
+    capped = kcenter_greedy(x, 50, seed=0, bonus=bonus, groups=groups, quotas={"a": 10})
+    assert (groups[capped.indices] == "a").sum() == 10 and (groups[capped.indices] == "b").sum() == 40
+    with pytest.raises(ValueError, match="bonus must hold one value per row"):
+        kcenter_greedy(x, 5, bonus=np.zeros(3))
+    with pytest.raises(ValueError, match="bonus row 7"):
+        kcenter_greedy(x, 5, bonus=np.where(np.arange(500) == 7, np.nan, 0.0))

@@ -67,7 +67,7 @@ def test_seed_partitions_hold_whole_files(pipeline):
     assert pipeline.store.read_all("seed_problems").num_rows == 7473 + 7499
 
 
-def test_eval_benchmarks_has_all_seven(pipeline):
+def test_eval_benchmarks_has_all_eight(pipeline):
     table = pipeline.store.read("eval_benchmarks", columns=["benchmark"])
     counts = {b: table.column("benchmark").to_pylist().count(b) for b in set(table.column("benchmark").to_pylist())}
     assert set(counts) == {
@@ -78,6 +78,7 @@ def test_eval_benchmarks_has_all_seven(pipeline):
         "deepmind_mathematics",
         "olympiadbench",
         "theoremqa",
+        "mmlu",
     }
     assert counts["math_test"] == 5000 and counts["gsm8k_test"] == 1319
 

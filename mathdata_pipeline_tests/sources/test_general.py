@@ -17,7 +17,6 @@ CONFIG = load_sources_config()
         ("hh_rlhf_harmless", 2312, 2308),
         ("self_instruct_seed", 175, 175),
         ("self_instruct_user", 252, 252),
-        ("mmlu", 15858, 15717),
     ],
 )
 def test_general_sets_convert_and_count_every_drop(data_root, name, read, written):
@@ -46,3 +45,17 @@ def test_mmlu_answer_letter_is_validated():
     bad = Record("line 9", {"question": "q", "choices": ["a", "b"], "answer": "E"})
     with pytest.raises(InputError, match="line 9: field 'answer': expected one of A, B"):
         build_general_rows([bad], fmt="mmlu", source="mmlu", label="m", license=None)
+
+
+def test_evaluation_sets_are_benchmarks_or_marked_evaluation_splits():
+    """MMLU is a benchmark (so the contamination index holds it), never a general set; hh-rlhf's
+    test split stays a general set but is marked, so no spec trains on it by accident."""
+    assert "mmlu" in CONFIG.benchmarks and "mmlu" not in CONFIG.general_sets
+    assert CONFIG.general_sets["hh_rlhf_harmless"].evaluation_split
+    assert not CONFIG.general_sets["self_instruct_seed"].evaluation_split
+
+
+def test_mmlu_format_still_converts_training_sets_in_its_layout():
+    good = Record("line 2", {"question": "2 + 2 = ?", "choices": ["3", "4"], "answer": "B"})
+    table, _ = build_general_rows([good], fmt="mmlu", source="mmlu_aux", label="m", license=None)
+    assert table.column("messages").to_pylist()[0][-1]["content"] == "The answer is B. 4"
