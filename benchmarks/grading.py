@@ -8,6 +8,12 @@ checks in process, math-verify in a spawn pool) and `verify(parse(gold), parse(s
 single process. `--quick` keeps a few hundred pairs for CI. Data: `MATHDATA_DATA_DIR`, default
 `../shared/data` next to the repo root.
 
+Unboxed set: the same reference solutions with their final answer no longer boxed (GSM8K: the
+`#### X` line replaced by "So the answer is $X$." or by a bare final line `$X$`; MATH: every
+`\boxed{X}` replaced by `X` in place, so the answer stands in the solution's own final `$...$`,
+or that text followed by "So the answer is $X$."), graded against the reference: share graded
+correct and pairs/s, grader vs math-verify on the same pairs.
+
 Also reported (the measurement behind benchmarks/RESULTS.md): agreement on response variants
 (GSM8K "The answer is X.", GSM8K last-number fallback, equivalent rewrites of MATH answers, a
 negative control pairing each MATH solution with the next problem's answer, Qwen2.5-Math sample
@@ -37,6 +43,7 @@ from mathdata_pipeline.grading import (  # noqa: E402
     GradeResult,
     reference_answer_from_solution,
 )
+from mathdata_pipeline.grading.latex import match_brace  # noqa: E402
 
 Pair = tuple[str, str]
 QUICK_PAIRS_PER_DATASET = 150
@@ -76,6 +83,43 @@ def reference_pairs(root: Path, sample: int | None) -> dict[str, list[Pair]]:
             for r in every_kth(math, sample)
         ],
     }
+
+
+def unboxed(text: str) -> str:
+    """`text` with every `\\boxed{X}` / `\\fbox{X}` replaced by `X` (unclosed boxes left as they are)."""
+    out, position = [], 0
+    while True:
+        found = (text.find("\\boxed{", position), text.find("\\fbox{", position))
+        start = min((index for index in found if index >= 0), default=-1)
+        if start < 0:
+            return "".join(out) + text[position:]
+        brace = text.index("{", start)
+        close = match_brace(text, brace)
+        if close is None:
+            return "".join(out) + text[position:]
+        out.append(text[position:start])
+        out.append(unboxed(text[brace + 1 : close]))
+        position = close + 1
+
+
+def unboxed_pairs(root: Path, sample: int | None) -> dict[str, list[Pair]]:
+    """(response, reference) pairs whose final answer is written without a box (module docstring)."""
+    gsm8k = read_jsonl(root / "gsm8k/gsm8k_train.jsonl.gz") + read_jsonl(root / "gsm8k/gsm8k_test.jsonl")
+    math = read_jsonl(root / "math/math_train.jsonl.gz") + read_jsonl(root / "math/math_test.jsonl.gz")
+    sets: dict[str, list[Pair]] = {"gsm8k answer-is": [], "gsm8k bare": [], "math answer-is": [], "math bare": []}
+    for row in every_kth(gsm8k, sample):
+        reference = reference_answer_from_solution(row["answer"], "gsm8k") or ""
+        body = row["answer"].rsplit("####", 1)[0].rstrip()
+        sets["gsm8k answer-is"].append((f"{body}\nSo the answer is ${reference}$.", reference))
+        sets["gsm8k bare"].append((f"{body}\n${reference}$", reference))
+    for row in every_kth(math, sample):
+        reference = reference_answer_from_solution(row["solution"], "boxed")
+        if not reference:
+            continue
+        text = unboxed(row["solution"]).rstrip()
+        sets["math answer-is"].append((f"{text}\nSo the answer is ${reference}$.", reference))
+        sets["math bare"].append((text, reference))
+    return sets
 
 
 def math_verify_verdicts(pairs: list[Pair]) -> list[bool]:
@@ -214,6 +258,11 @@ def main() -> None:
             ours, our_seconds = timed(lambda pairs=pairs: grader.grade_many(pairs))
             theirs, their_seconds = timed(lambda pairs=pairs: math_verify_verdicts(pairs))
             rows.append((name, pairs, ours, our_seconds, theirs, their_seconds))
+        unboxed_rows = []
+        for name, pairs in unboxed_pairs(root, sample).items():
+            ours, our_seconds = timed(lambda pairs=pairs: grader.grade_many(pairs))
+            theirs, their_seconds = timed(lambda pairs=pairs: math_verify_verdicts(pairs))
+            unboxed_rows.append((name, pairs, ours, our_seconds, theirs, their_seconds))
         checks = [
             (name, pairs, expected, grader.grade_many(pairs)) for name, pairs, expected in variant_checks(root, sample)
         ]
@@ -241,6 +290,23 @@ def main() -> None:
         for (solution, reference), result, verdict in differing[:MAX_EXAMPLES]:
             print(f"         ref={reference!r} grader={result.reason} math-verify={verdict} tail={solution[-90:]!r}")
 
+    print(
+        f"\n{'unboxed set':<16} {'pairs':>6} {'grader/s':>10} {'math-verify/s':>14} {'ratio':>7} "
+        f"{'grader correct':>15} {'math-verify correct':>20}"
+    )
+    for name, pairs, ours, our_s, theirs, their_s in unboxed_rows:
+        print(
+            f"{name:<16} {len(pairs):>6} {len(pairs) / our_s:>10.0f} {len(pairs) / their_s:>14.1f} "
+            f"{their_s / our_s:>7.1f} {_share(r.correct for r in ours):>15.4%} {_share(theirs):>20.4%}"
+        )
+        print(f"         reasons: {dict(Counter(r.reason for r in ours))}")
+        misses = [(pair, result, verdict) for pair, result, verdict in zip(pairs, ours, theirs) if not result.correct]
+        for (response, reference), result, verdict in misses[: MAX_EXAMPLES // 4]:
+            print(
+                f"    miss: ref={reference!r} extracted={result.extracted!r} reason={result.reason} "
+                f"math-verify={verdict} tail={response[-70:]!r}"
+            )
+
     print(f"\n{'check':<55} {'pairs':>6} {'agreement':>10}  reasons")
     for name, pairs, expected, results in checks:
         agree = _share(r.correct == e for r, e in zip(results, expected))
@@ -261,6 +327,8 @@ def main() -> None:
     our_total = sum(r[3] for r in rows)
     their_total = sum(r[5] for r in rows)
     agreement = sum(sum(a.correct == b for a, b in zip(r[2], r[4])) for r in rows) / pairs_total
+    unboxed_total = sum(len(r[1]) for r in unboxed_rows)
+    unboxed_correct = sum(sum(result.correct for result in row[2]) for row in unboxed_rows)
     print(
         json.dumps(
             {
@@ -270,6 +338,10 @@ def main() -> None:
                 "math_verify_per_second": round(pairs_total / their_total, 1),
                 "ratio": round(their_total / our_total, 2),
                 "agreement": round(agreement, 5),
+                "unboxed_pairs": unboxed_total,
+                "unboxed_grader_correct": round(unboxed_correct / unboxed_total, 5),
+                "unboxed_math_verify_correct": round(sum(sum(row[4]) for row in unboxed_rows) / unboxed_total, 5),
+                "unboxed_ratio": round(sum(r[5] for r in unboxed_rows) / sum(r[3] for r in unboxed_rows), 2),
             }
         )
     )
