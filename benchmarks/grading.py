@@ -1,6 +1,6 @@
 """Grading throughput and verdict agreement: our `Grader` vs math-verify called directly.
 
-    .venv/bin/python benchmarks/grading.py [--quick] [--workers N] [--timeout S]
+    .venv/bin/python benchmarks/grading.py [--quick] [--workers N] [--timeout S] [--suite PATH]
 
 Pairs: every GSM8K and MATH (train+test) reference solution graded against its own reference
 answer (`reference_answer_from_solution`). Both paths see the same pairs: the `Grader` (cheap
@@ -14,6 +14,10 @@ Unboxed set: the same reference solutions with their final answer no longer boxe
 or that text followed by "So the answer is $X$."), graded against the reference: share graded
 correct and pairs/s, grader vs math-verify on the same pairs.
 
+`--suite PATH` also grades the answer pairs of a Math-Verify checkout's own tests (the
+`gold, pred, expected` rows of `PATH/tests/test_*.py`, read as literals, never imported) and
+reports agreement with their expected verdicts, ours vs math-verify's defaults.
+
 Also reported (the measurement behind benchmarks/RESULTS.md): agreement on response variants
 (GSM8K "The answer is X.", GSM8K last-number fallback, equivalent rewrites of MATH answers, a
 negative control pairing each MATH solution with the next problem's answer, Qwen2.5-Math sample
@@ -23,6 +27,7 @@ responses vs Qwen's own verdicts) and, in the full run, adversarial inputs. The 
 from __future__ import annotations
 
 import argparse
+import ast
 import gzip
 import json
 import os
@@ -41,6 +46,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from mathdata_pipeline.grading import (  # noqa: E402
     Grader,
     GradeResult,
+    extract_answer,
     reference_answer_from_solution,
 )
 from mathdata_pipeline.grading.latex import match_brace  # noqa: E402
@@ -120,6 +126,52 @@ def unboxed_pairs(root: Path, sample: int | None) -> dict[str, list[Pair]]:
         sets["math answer-is"].append((f"{text}\nSo the answer is ${reference}$.", reference))
         sets["math bare"].append((text, reference))
     return sets
+
+
+def suite_rows(checkout: Path) -> list[tuple[str, str, str, bool]]:
+    """(test name, gold, prediction, expected verdict) of every literal `gold, pred, expected` row
+    in the parametrized tests of a Math-Verify checkout (tests with a `strict` argument are
+    left out: they test an option, not a verdict)."""
+    rows = []
+    for path in sorted((checkout / "tests").glob("test_*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            for decorator in getattr(node, "decorator_list", []):
+                if not (isinstance(decorator, ast.Call) and getattr(decorator.func, "attr", "") == "parametrize"):
+                    continue
+                names = [name.strip() for name in ast.literal_eval(decorator.args[0]).split(",")]
+                if "gold" not in names or "strict" in names or not isinstance(decorator.args[1], ast.List):
+                    continue
+                for element in decorator.args[1].elts:
+                    try:
+                        row = dict(zip(names, ast.literal_eval(element)))
+                    except ValueError:
+                        continue  # not a literal (an f-string)
+                    expected = row.get("expected", row.get("result"))
+                    rows.append((node.name, row["gold"], row["pred"], bool(expected)))
+    return rows
+
+
+def suite_run(grader: Grader, checkout: Path) -> tuple[int, int, int, list[str]]:
+    """(pairs, agreeing with the expected verdict: ours, math-verify's defaults; our misses).
+
+    A short gold answer without a box is the reference as written; a longer one (a worked
+    solution) gives its extracted answer, as a dataset's reference would be."""
+    from math_verify import parse, verify
+
+    rows = suite_rows(checkout)
+    references = [
+        gold if len(gold) <= 150 and "\\boxed" not in gold else extract_answer(gold) or gold for _, gold, _, _ in rows
+    ]
+    ours = grader.grade_many([(pred, reference) for (_, _, pred, _), reference in zip(rows, references)])
+    theirs = [bool(verify(parse(gold), parse(pred))) for _, gold, pred, _ in rows]
+    misses = [
+        f"{name}: expected={expected} reference={reference[:50]!r} extracted={str(result.extracted)[:50]!r} "
+        f"reason={result.reason}"
+        for (name, _, _, expected), reference, result in zip(rows, references, ours)
+        if result.correct != expected
+    ]
+    agree_ours = sum(result.correct == row[3] for result, row in zip(ours, rows))
+    return len(rows), agree_ours, sum(verdict == row[3] for verdict, row in zip(theirs, rows)), misses
 
 
 def math_verify_verdicts(pairs: list[Pair]) -> list[bool]:
@@ -245,6 +297,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a few hundred pairs (CI)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=5.0)
+    parser.add_argument("--suite", type=Path, help="a Math-Verify checkout: also grade its tests' answer pairs")
     args = parser.parse_args()
     root = data_dir()
     sample = QUICK_PAIRS_PER_DATASET if args.quick else None
@@ -267,6 +320,7 @@ def main() -> None:
             (name, pairs, expected, grader.grade_many(pairs)) for name, pairs, expected in variant_checks(root, sample)
         ]
         adversarial = [] if args.quick else adversarial_run(grader)
+        suite = suite_run(grader, args.suite) if args.suite else None
 
     print(f"pool startup (spawn {args.workers} workers, import math-verify): {startup:.2f} s")
     print(
@@ -322,6 +376,13 @@ def main() -> None:
         print(f"\n{'adversarial response (reference 5)':<40} {'reason':>12} {'correct':>8} {'seconds':>8}")
         for name, result, seconds in adversarial:
             print(f"{name:<40} {result.reason:>12} {result.correct!s:>8} {seconds:>8.2f}")
+
+    if suite is not None:
+        pairs, ours, theirs, misses = suite
+        print(f"\nMath-Verify test pairs: {pairs}; agreeing with the expected verdict: ", end="")
+        print(f"grader {ours}, math-verify {theirs}")
+        for miss in misses:
+            print(f"    miss: {miss}")
 
     pairs_total = sum(len(r[1]) for r in rows)
     our_total = sum(r[3] for r in rows)

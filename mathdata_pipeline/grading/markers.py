@@ -31,6 +31,11 @@ _SUBJECT_IS = re.compile(r"^the\b.*\s(?:is|are|equals)\s+", re.IGNORECASE)
 _QUOTES = re.compile(r'^\\?"|\\?"$')
 _FORMULA_CONNECTOR = re.compile(r"\s*(?:,\s*(?:and\s+|or\s+)?|and\s+|or\s+)(?=\$|\\\(|\\\[)")
 _MAX_FORMULAS = 16
+# Words between a marker and its value: "the answer is therefore 3", "is simply $5$".
+_FILLER = re.compile(
+    r"^(?:(?:therefore|thus|hence|then|so|simply|just|clearly|exactly|indeed)\b[\s,]*)+", re.IGNORECASE
+)
+_PLAIN_WORD = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}")
 _NUMBER = re.compile(r"-?\d+(?:[.,]\d+)*")
 
 
@@ -50,9 +55,11 @@ def answer_after_marker(text: str) -> str | None:
     Phrases: "the answer is/are/=/:", "final answer is", "the answer would/should/will be",
     "**Final Answer**" before a line break or formula, and a line starting with "Answer" followed by
     a formula. The value is the formula that follows (`$...$`, `\\(...\\)`, `\\[...\\]`, possibly
-    on the next line) or else the text up to the end of the sentence. A sentence such as "The
-    largest $n$ is 34" gives what follows its last "is"; prose that still remains gives its last
-    formula, else its last number.
+    on the next line; several joined by "and" / "," give them all) or else the text up to the end
+    of the sentence. A sentence such as "The largest $n$ is 34" gives what follows its last "is";
+    filler words ("therefore 3") are dropped; in a sentence with `=`, words and digits (`15 gallons *
+    8 pints / gallon = 120 pints`) the first number after the last `=` is the value; prose that
+    still remains gives its last formula, else its last number.
     """
     found = find_answer_marker(text)
     return found[0] if found is not None else None
@@ -65,7 +72,7 @@ def find_answer_marker(text: str) -> tuple[str, int, bool] | None:
     last = _last_marker(text)
     if last is None:
         return None
-    rest = _QUOTES.sub("", text[last.end() : last.end() + _ANSWER_MAX_CHARS].lstrip())
+    rest = _FILLER.sub("", _QUOTES.sub("", text[last.end() : last.end() + _ANSWER_MAX_CHARS].lstrip()))
     value = _leading_formulas(rest)
     if value is None:
         end = _SENTENCE_END.search(rest)
@@ -111,6 +118,12 @@ def _value_of_sentence(value: str) -> str | None:
     subject = _SUBJECT_IS.match(value)
     if subject is not None:
         value = value[subject.end() :].strip()
+    value = _FILLER.sub("", value)
+    if "=" in value and "$" not in value and _PLAIN_WORD.search(value) and any(char.isdigit() for char in value):
+        # GSM8K style: `15 gallons * 8 pints / gallon = 120 pints` -> 120
+        numbers = _NUMBER.findall(value[value.rfind("=") + 1 :])
+        if numbers:
+            return numbers[0]
     if not looks_like_prose(value):
         return value or None
     formula = last_math_span(value)

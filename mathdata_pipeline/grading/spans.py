@@ -19,6 +19,12 @@ _ENVIRONMENTS = ("align", "align*", "aligned", "equation", "equation*", "gather"
 # What the scan stops at outside a span: an opener, or an escape to step over (`\$`, `\\`).
 _OUTSIDE = re.compile(r"\$\$|\$|\\\[|\\\(|\\begin\{[a-z]+\*?\}|\\[$\\]")
 _INNER_ENVIRONMENT = re.compile(r"\\begin\{(aligned|align\*?|gathered|split)\}(.*)\\end\{\1\}[.,;]?", re.DOTALL)
+# Between the last two spans of a list: "and" / "or" (after an optional comma); before that
+# also a bare comma.
+_LAST_LIST_GAP = re.compile(r"\s*,?\s*(?:and|or)\s+")
+_LIST_GAP = re.compile(r"\s*,\s*(?:(?:and|or)\s+)?|\s+(?:and|or)\s+")
+_MAX_JOINED_SPANS = 16
+_ROW_START = re.compile(r"^(?:\s|\\q?quad(?![a-zA-Z])|\\[,;:! ])+")
 _ROW_BREAK = re.compile(r"\\\\(?:\[[^\]]*\])?")
 _ROW_NOISE = re.compile(r"\\(?:nonumber|notag)(?![a-zA-Z])|\\(?:label|tag)\{[^{}]*\}|&")
 _TEXT_GROUP = re.compile(r"\\(?:text|textbf|textrm|textnormal|mbox|mathrm|operatorname)\s*\{[^{}]*\}")
@@ -48,7 +54,7 @@ def _span_content(opener: str, content: str) -> str:
     rows = [row for row in (_ROW_NOISE.sub("", row).strip() for row in _ROW_BREAK.split(content)) if row]
     if not rows:
         return ""
-    last = rows[-1]
+    last = _ROW_START.sub("", rows[-1])
     return last[1:].strip() if last.startswith("=") else last
 
 
@@ -78,9 +84,30 @@ def last_math_span(text: str) -> tuple[str, int] | None:
 
     Input: a response. Output: e.g. `("\\frac{1}{3}", 20)` for `"so it is $\\frac{1}{3}$."`. None
     when there is no span, the last one is empty, or it reads as prose (currency dollars: `"$10
-    for the book and $"`).
+    for the book and $"`). Spans that end the text's last list ("$(-2, 18)$ and $(8, 38)$",
+    "$1$, $2$, or $3$": joined by "and"/"or", and before that also by commas) give all their
+    contents, joined with ", ".
     """
-    last: tuple[str, int, int, int] | None = None  # (opener, content start, content end, span end)
+    spans = _spans(text)
+    if not spans:
+        return None
+    run = [spans[-1]]
+    for span in reversed(spans[:-1]):
+        gap = text[span[3] : run[0][4]]
+        pattern = _LIST_GAP if len(run) > 1 else _LAST_LIST_GAP
+        if not pattern.fullmatch(gap):
+            break
+        run.insert(0, span)
+    contents = [_span_content(span[0], text[span[1] : span[2]]) for span in run]
+    if not all(contents) or any(looks_like_prose(content) for content in contents):
+        return None
+    return ", ".join(contents), run[-1][3]
+
+
+def _spans(text: str) -> list[tuple[str, int, int, int, int]]:
+    """The last math spans of `text` (at most 16), in order: (opener, content start, content end,
+    span end, span start)."""
+    spans: list[tuple[str, int, int, int, int]] = []
     index = 0
     # Per closer: a failed search from some start up to here means none can succeed before here.
     no_closer_before: dict[str, int] = {}
@@ -102,14 +129,10 @@ def last_math_span(text: str) -> tuple[str, int] | None:
         if opener == "$" and text[close + 1 : close + 2].isdigit():
             index += 1  # `$5 and $6`: two amounts of money, not a formula
             continue
-        last = (opener, index + len(opener), close, close + len(closer))
+        spans.append((opener, index + len(opener), close, close + len(closer), index))
+        del spans[:-_MAX_JOINED_SPANS]
         index = close + len(closer)
-    if last is None:
-        return None
-    content = _span_content(last[0], text[last[1] : last[2]])
-    if not content or looks_like_prose(content):
-        return None
-    return content, last[3]
+    return spans
 
 
 def leading_math_span(text: str) -> tuple[str, int] | None:

@@ -45,6 +45,10 @@ from mathdata_pipeline.grading import extract_answer, extract_with_step, final_b
         ("#### Answer\n\\[ 9 \\]", "9", "marker"),
         ("The answer is: the point $(7, 6)$ in the plane.", "(7, 6)", "marker"),
         ('Final Answer: The final answer is \\"$12 $ and $13 $\\". I hope', "12, 13", "marker"),
+        # filler words between the phrase and the value; a GSM8K-style computation gives its result
+        ("The answer is therefore 3.", "3", "marker"),
+        ("So the answer is simply $5$.", "5", "marker"),
+        ("The answer is 15 gallons * 8 pints / gallon = 120 pints.", "120", "marker"),
         # the last LaTeX math span
         ("so the probability is $\\frac{1}{3}$.", "\\frac{1}{3}", "math_span"),
         ("Hence $k = \\frac{1}{3}$", "k = \\frac{1}{3}", "math_span"),
@@ -52,6 +56,11 @@ from mathdata_pipeline.grading import extract_answer, extract_with_step, final_b
         ("Thus\n\\[\n11:21\n\\]\n", "11:21", "math_span"),
         ("\\begin{align*}\nf(2) &= 4 + 4 \\\\\n&= 8. \\label{last}\n\\end{align*}", "8.", "math_span"),
         ("\\[ \\begin{aligned} x &= 29^2 + 29 - 1\\\\ &= 869. \\end{aligned} \\]", "869.", "math_span"),
+        # spans that end the text as a list ("and" / "or", commas before) are one answer
+        ("The solutions are $(-2, 18)$ and $(8, 38)$.", "(-2, 18), (8, 38)", "math_span"),
+        ("It can be $1$, $2$, or $3$.", "1, 2, 3", "math_span"),
+        ("We have $x=3$ and then $y=4$", "y=4", "math_span"),  # words between: only the last
+        ("\\begin{align*} a &= 1 + 1 \\\\\n\\quad &= 2 \\end{align*}", "2", "math_span"),
         ("-\\frac{10}{9}", "-\\frac{10}{9}", "math_span"),  # one line of LaTeX without delimiters
         # a number after the last formula: the writer moved on to plain text
         ("We know $d = \\frac{90}{n}$. So there are 12 sequences. I hope it is correct.", "12", "last_number"),
