@@ -1,12 +1,22 @@
 """Grading throughput and verdict agreement: our `Grader` vs math-verify called directly.
 
-    .venv/bin/python benchmarks/grading.py [--quick] [--workers N] [--timeout S]
+    .venv/bin/python benchmarks/grading.py [--quick] [--workers N] [--timeout S] [--suite PATH]
 
 Pairs: every GSM8K and MATH (train+test) reference solution graded against its own reference
 answer (`reference_answer_from_solution`). Both paths see the same pairs: the `Grader` (cheap
 checks in process, math-verify in a spawn pool) and `verify(parse(gold), parse(solution))` in a
 single process. `--quick` keeps a few hundred pairs for CI. Data: `MATHDATA_DATA_DIR`, default
 `../shared/data` next to the repo root.
+
+Unboxed set: the same reference solutions with their final answer no longer boxed (GSM8K: the
+`#### X` line replaced by "So the answer is $X$." or by a bare final line `$X$`; MATH: every
+`\boxed{X}` replaced by `X` in place, so the answer stands in the solution's own final `$...$`,
+or that text followed by "So the answer is $X$."), graded against the reference: share graded
+correct and pairs/s, grader vs math-verify on the same pairs.
+
+`--suite PATH` also grades the answer pairs of a Math-Verify checkout's own tests (the
+`gold, pred, expected` rows of `PATH/tests/test_*.py`, read as literals, never imported) and
+reports agreement with their expected verdicts, ours vs math-verify's defaults.
 
 Also reported (the measurement behind benchmarks/RESULTS.md): agreement on response variants
 (GSM8K "The answer is X.", GSM8K last-number fallback, equivalent rewrites of MATH answers, a
@@ -17,6 +27,7 @@ responses vs Qwen's own verdicts) and, in the full run, adversarial inputs. The 
 from __future__ import annotations
 
 import argparse
+import ast
 import gzip
 import json
 import os
@@ -35,8 +46,10 @@ sys.path.insert(0, str(REPO_ROOT))
 from mathdata_pipeline.grading import (  # noqa: E402
     Grader,
     GradeResult,
+    extract_answer,
     reference_answer_from_solution,
 )
+from mathdata_pipeline.grading.latex import match_brace  # noqa: E402
 
 Pair = tuple[str, str]
 QUICK_PAIRS_PER_DATASET = 150
@@ -76,6 +89,89 @@ def reference_pairs(root: Path, sample: int | None) -> dict[str, list[Pair]]:
             for r in every_kth(math, sample)
         ],
     }
+
+
+def unboxed(text: str) -> str:
+    """`text` with every `\\boxed{X}` / `\\fbox{X}` replaced by `X` (unclosed boxes left as they are)."""
+    out, position = [], 0
+    while True:
+        found = (text.find("\\boxed{", position), text.find("\\fbox{", position))
+        start = min((index for index in found if index >= 0), default=-1)
+        if start < 0:
+            return "".join(out) + text[position:]
+        brace = text.index("{", start)
+        close = match_brace(text, brace)
+        if close is None:
+            return "".join(out) + text[position:]
+        out.append(text[position:start])
+        out.append(unboxed(text[brace + 1 : close]))
+        position = close + 1
+
+
+def unboxed_pairs(root: Path, sample: int | None) -> dict[str, list[Pair]]:
+    """(response, reference) pairs whose final answer is written without a box (module docstring)."""
+    gsm8k = read_jsonl(root / "gsm8k/gsm8k_train.jsonl.gz") + read_jsonl(root / "gsm8k/gsm8k_test.jsonl")
+    math = read_jsonl(root / "math/math_train.jsonl.gz") + read_jsonl(root / "math/math_test.jsonl.gz")
+    sets: dict[str, list[Pair]] = {"gsm8k answer-is": [], "gsm8k bare": [], "math answer-is": [], "math bare": []}
+    for row in every_kth(gsm8k, sample):
+        reference = reference_answer_from_solution(row["answer"], "gsm8k") or ""
+        body = row["answer"].rsplit("####", 1)[0].rstrip()
+        sets["gsm8k answer-is"].append((f"{body}\nSo the answer is ${reference}$.", reference))
+        sets["gsm8k bare"].append((f"{body}\n${reference}$", reference))
+    for row in every_kth(math, sample):
+        reference = reference_answer_from_solution(row["solution"], "boxed")
+        if not reference:
+            continue
+        text = unboxed(row["solution"]).rstrip()
+        sets["math answer-is"].append((f"{text}\nSo the answer is ${reference}$.", reference))
+        sets["math bare"].append((text, reference))
+    return sets
+
+
+def suite_rows(checkout: Path) -> list[tuple[str, str, str, bool]]:
+    """(test name, gold, prediction, expected verdict) of every literal `gold, pred, expected` row
+    in the parametrized tests of a Math-Verify checkout (tests with a `strict` argument are
+    left out: they test an option, not a verdict)."""
+    rows = []
+    for path in sorted((checkout / "tests").glob("test_*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            for decorator in getattr(node, "decorator_list", []):
+                if not (isinstance(decorator, ast.Call) and getattr(decorator.func, "attr", "") == "parametrize"):
+                    continue
+                names = [name.strip() for name in ast.literal_eval(decorator.args[0]).split(",")]
+                if "gold" not in names or "strict" in names or not isinstance(decorator.args[1], ast.List):
+                    continue
+                for element in decorator.args[1].elts:
+                    try:
+                        row = dict(zip(names, ast.literal_eval(element)))
+                    except ValueError:
+                        continue  # not a literal (an f-string)
+                    expected = row.get("expected", row.get("result"))
+                    rows.append((node.name, row["gold"], row["pred"], bool(expected)))
+    return rows
+
+
+def suite_run(grader: Grader, checkout: Path) -> tuple[int, int, int, list[str]]:
+    """(pairs, agreeing with the expected verdict: ours, math-verify's defaults; our misses).
+
+    A short gold answer without a box is the reference as written; a longer one (a worked
+    solution) gives its extracted answer, as a dataset's reference would be."""
+    from math_verify import parse, verify
+
+    rows = suite_rows(checkout)
+    references = [
+        gold if len(gold) <= 150 and "\\boxed" not in gold else extract_answer(gold) or gold for _, gold, _, _ in rows
+    ]
+    ours = grader.grade_many([(pred, reference) for (_, _, pred, _), reference in zip(rows, references)])
+    theirs = [bool(verify(parse(gold), parse(pred))) for _, gold, pred, _ in rows]
+    misses = [
+        f"{name}: expected={expected} reference={reference[:50]!r} extracted={str(result.extracted)[:50]!r} "
+        f"reason={result.reason}"
+        for (name, _, _, expected), reference, result in zip(rows, references, ours)
+        if result.correct != expected
+    ]
+    agree_ours = sum(result.correct == row[3] for result, row in zip(ours, rows))
+    return len(rows), agree_ours, sum(verdict == row[3] for verdict, row in zip(theirs, rows)), misses
 
 
 def math_verify_verdicts(pairs: list[Pair]) -> list[bool]:
@@ -201,6 +297,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a few hundred pairs (CI)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=5.0)
+    parser.add_argument("--suite", type=Path, help="a Math-Verify checkout: also grade its tests' answer pairs")
     args = parser.parse_args()
     root = data_dir()
     sample = QUICK_PAIRS_PER_DATASET if args.quick else None
@@ -214,10 +311,16 @@ def main() -> None:
             ours, our_seconds = timed(lambda pairs=pairs: grader.grade_many(pairs))
             theirs, their_seconds = timed(lambda pairs=pairs: math_verify_verdicts(pairs))
             rows.append((name, pairs, ours, our_seconds, theirs, their_seconds))
+        unboxed_rows = []
+        for name, pairs in unboxed_pairs(root, sample).items():
+            ours, our_seconds = timed(lambda pairs=pairs: grader.grade_many(pairs))
+            theirs, their_seconds = timed(lambda pairs=pairs: math_verify_verdicts(pairs))
+            unboxed_rows.append((name, pairs, ours, our_seconds, theirs, their_seconds))
         checks = [
             (name, pairs, expected, grader.grade_many(pairs)) for name, pairs, expected in variant_checks(root, sample)
         ]
         adversarial = [] if args.quick else adversarial_run(grader)
+        suite = suite_run(grader, args.suite) if args.suite else None
 
     print(f"pool startup (spawn {args.workers} workers, import math-verify): {startup:.2f} s")
     print(
@@ -241,6 +344,23 @@ def main() -> None:
         for (solution, reference), result, verdict in differing[:MAX_EXAMPLES]:
             print(f"         ref={reference!r} grader={result.reason} math-verify={verdict} tail={solution[-90:]!r}")
 
+    print(
+        f"\n{'unboxed set':<16} {'pairs':>6} {'grader/s':>10} {'math-verify/s':>14} {'ratio':>7} "
+        f"{'grader correct':>15} {'math-verify correct':>20}"
+    )
+    for name, pairs, ours, our_s, theirs, their_s in unboxed_rows:
+        print(
+            f"{name:<16} {len(pairs):>6} {len(pairs) / our_s:>10.0f} {len(pairs) / their_s:>14.1f} "
+            f"{their_s / our_s:>7.1f} {_share(r.correct for r in ours):>15.4%} {_share(theirs):>20.4%}"
+        )
+        print(f"         reasons: {dict(Counter(r.reason for r in ours))}")
+        misses = [(pair, result, verdict) for pair, result, verdict in zip(pairs, ours, theirs) if not result.correct]
+        for (response, reference), result, verdict in misses[: MAX_EXAMPLES // 4]:
+            print(
+                f"    miss: ref={reference!r} extracted={result.extracted!r} reason={result.reason} "
+                f"math-verify={verdict} tail={response[-70:]!r}"
+            )
+
     print(f"\n{'check':<55} {'pairs':>6} {'agreement':>10}  reasons")
     for name, pairs, expected, results in checks:
         agree = _share(r.correct == e for r, e in zip(results, expected))
@@ -257,10 +377,19 @@ def main() -> None:
         for name, result, seconds in adversarial:
             print(f"{name:<40} {result.reason:>12} {result.correct!s:>8} {seconds:>8.2f}")
 
+    if suite is not None:
+        pairs, ours, theirs, misses = suite
+        print(f"\nMath-Verify test pairs: {pairs}; agreeing with the expected verdict: ", end="")
+        print(f"grader {ours}, math-verify {theirs}")
+        for miss in misses:
+            print(f"    miss: {miss}")
+
     pairs_total = sum(len(r[1]) for r in rows)
     our_total = sum(r[3] for r in rows)
     their_total = sum(r[5] for r in rows)
     agreement = sum(sum(a.correct == b for a, b in zip(r[2], r[4])) for r in rows) / pairs_total
+    unboxed_total = sum(len(r[1]) for r in unboxed_rows)
+    unboxed_correct = sum(sum(result.correct for result in row[2]) for row in unboxed_rows)
     print(
         json.dumps(
             {
@@ -270,6 +399,10 @@ def main() -> None:
                 "math_verify_per_second": round(pairs_total / their_total, 1),
                 "ratio": round(their_total / our_total, 2),
                 "agreement": round(agreement, 5),
+                "unboxed_pairs": unboxed_total,
+                "unboxed_grader_correct": round(unboxed_correct / unboxed_total, 5),
+                "unboxed_math_verify_correct": round(sum(sum(row[4]) for row in unboxed_rows) / unboxed_total, 5),
+                "unboxed_ratio": round(sum(r[5] for r in unboxed_rows) / sum(r[3] for r in unboxed_rows), 2),
             }
         )
     )

@@ -2,7 +2,9 @@
 
 Public API:
 
-- `extract_answer(text, *, fallback_last_number=True)` -> raw final answer or None.
+- `extract_answer(text, *, fallback_last_number=True, boxes="all")` -> raw final answer or None;
+  `extract_with_step(...)` -> (answer, step), the step one of `STEPS` (boxed, boxes, hashes,
+  marker, math_span, last_number).
 - `reference_answer_from_solution(solution, style)` -> reference answer of a GSM8K ("gsm8k")
   or MATH ("boxed") solution.
 - `normalize_answer(answer)` / `clean_answer(answer)` -> canonical / cleaned answer strings.
@@ -15,18 +17,21 @@ math-verify (and sympy) is imported on the first symbolic check, so importing th
 for extraction only is cheap.
 """
 
-from .extract import extract_answer, last_boxed, reference_answer_from_solution
+from .extract import STEPS, extract_answer, extract_with_step, final_boxes, last_boxed, reference_answer_from_solution
 from .grader import TRUNCATED_FINISH_REASONS, Grader, GradeResult, grade
 from .normalize import clean_answer, normalize_answer, strip_thousands
 from .numeric import Tolerance
 
 __all__ = [
+    "STEPS",
     "TRUNCATED_FINISH_REASONS",
     "GradeResult",
     "Grader",
     "Tolerance",
     "clean_answer",
     "extract_answer",
+    "extract_with_step",
+    "final_boxes",
     "grade",
     "last_boxed",
     "normalize_answer",

@@ -3,9 +3,15 @@
 Order of checks (first that decides wins):
 `truncated` (finish_reason "length"/"abort") -> `no_answer` -> `no_reference` -> `exact`
 (normalized strings equal) -> `numeric` (both plain numbers: equal within tolerance, otherwise
-`mismatch`) -> `mismatch` if the response answers with an equation (other than a simple
-assignment `x = 5`, which `clean_answer` strips) and the reference is not one -> `too_long`
--> `symbolic` (math-verify) / `mismatch` / `timeout` / `error:...`.
+`mismatch`) -> `too_long` -> `structural` / `mismatch` (the comparison of `compare.py` decided
+in process: tuples, sets, intervals, relations, ... whose parts are equal as strings or numbers)
+-> `symbolic` (the same comparison in a worker, math-verify deciding formulas) / `mismatch` /
+`timeout` / `error:...`.
+
+When the answer was found by a step newer than the first grader's (several boxes joined:
+`boxes`; the last LaTeX math span: `math_span`), the reason names it: `exact@math_span`,
+`symbolic@boxes`, `mismatch@math_span`, ... Answers from one box, `####`, an answer phrase or the
+last number keep the plain codes.
 """
 
 from __future__ import annotations
@@ -15,12 +21,13 @@ import resource
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from pebble import ProcessExpired, ProcessPool
 
-from .extract import extract_answer
+from .compare import answers_equal, cheap_leaf
+from .extract import BOX_MODES, BoxMode, extract_with_step
 from .normalize import clean_answer, normalize_answer
 from .numeric import Tolerance, has_percent, numbers_equal, parse_number
 from .symbolic import preload, symbolic_equal
@@ -29,6 +36,8 @@ TRUNCATED_FINISH_REASONS = frozenset({"length", "abort"})
 # Seconds a worker may run past the soft limit before it is killed (covers C-level hangs).
 _HARD_LIMIT_GRACE_S = 0.5
 DEFAULT_TOLERANCE = Tolerance()
+# Extraction steps named in the reason (see the module docstring).
+STEPS_IN_REASON = frozenset({"boxes", "math_span"})
 
 
 @dataclass(frozen=True)
@@ -36,8 +45,10 @@ class GradeResult:
     """Verdict for one response.
 
     Attributes: `correct`; `extracted`, the raw answer found in the response (None if none);
-    `reason`, a short machine-readable code: "exact", "numeric", "symbolic" (correct) or
-    "mismatch", "no_answer", "no_reference", "truncated", "too_long", "timeout", "error:<Type>".
+    `reason`, a short machine-readable code: "exact", "numeric", "structural", "symbolic"
+    (correct) or "mismatch", "no_answer", "no_reference", "truncated", "too_long", "timeout",
+    "error:<Type>"; followed by "@boxes" or "@math_span" when the answer was found by that
+    extraction step (e.g. "exact@math_span").
     """
 
     correct: bool
@@ -51,16 +62,13 @@ class GradeResult:
 
 @dataclass(frozen=True)
 class _SymbolicCheck:
-    """A pair the cheap checks could not decide: cleaned answers for math-verify."""
+    """A pair the cheap checks could not decide: cleaned answers for the worker; `suffix` is added
+    to the reason ("" or "@<step>")."""
 
     extracted: str
     predicted: str
     reference: str
-
-
-def _is_equation(answer: str) -> bool:
-    """True when a cleaned answer contains `=` other than in `<=`, `>=` or `!=`."""
-    return "=" in answer.replace("<=", "").replace(">=", "").replace("!=", "")
+    suffix: str = ""
 
 
 def _cheap_grade(
@@ -68,14 +76,20 @@ def _cheap_grade(
     reference: str,
     finish_reason: str | None,
     fallback_last_number: bool,
+    boxes: BoxMode,
     tolerance: Tolerance,
     max_symbolic_chars: int,
 ) -> GradeResult | _SymbolicCheck:
     """Every check except the symbolic one; returns a verdict or the pair still to check."""
-    extracted = extract_answer(response, fallback_last_number=fallback_last_number)
+    extracted, step = extract_with_step(response, fallback_last_number=fallback_last_number, boxes=boxes)
     if finish_reason in TRUNCATED_FINISH_REASONS:
         return GradeResult(False, extracted, "truncated")
-    return _compare_answers(extracted, reference, tolerance, max_symbolic_chars)
+    outcome = _compare_answers(extracted, reference, tolerance, max_symbolic_chars)
+    if step not in STEPS_IN_REASON:
+        return outcome
+    if isinstance(outcome, GradeResult):
+        return replace(outcome, reason=f"{outcome.reason}@{step}")
+    return replace(outcome, suffix=f"@{step}")
 
 
 def _compare_answers(
@@ -102,13 +116,14 @@ def _compare_answers(
             reference_percent=has_percent(reference),
         )
         return GradeResult(equal, extracted, "numeric" if equal else "mismatch")
-    predicted_clean, reference_clean = clean_answer(extracted), clean_answer(reference)
-    if _is_equation(predicted_clean) and not _is_equation(reference_clean):
-        # math-verify would compare only the right side (`2x - y = 0` would equal `0`).
-        return GradeResult(False, extracted, "mismatch")
+    predicted_clean = clean_answer(extracted, keep_assignment=True)
+    reference_clean = clean_answer(reference, keep_assignment=True)
     if max(len(predicted_clean), len(reference_clean)) > max_symbolic_chars:
         return GradeResult(False, extracted, "too_long")
-    return _SymbolicCheck(extracted, predicted_clean, reference_clean)
+    equal = answers_equal(predicted_clean, reference_clean, cheap_leaf(tolerance))
+    if equal is None:
+        return _SymbolicCheck(extracted, predicted_clean, reference_clean)
+    return GradeResult(equal, extracted, "structural" if equal else "mismatch")
 
 
 def grade(
@@ -117,6 +132,7 @@ def grade(
     *,
     finish_reason: str | None = None,
     fallback_last_number: bool = True,
+    boxes: BoxMode = "all",
     tolerance: Tolerance = DEFAULT_TOLERANCE,
     timeout_s: float | None = 5.0,
     max_symbolic_chars: int = 2000,
@@ -133,11 +149,15 @@ def grade(
     expression that blocks inside C code can still hang it: grade untrusted model output with
     `Grader`, which adds a hard per-item limit in worker processes.
     """
-    outcome = _cheap_grade(response, reference, finish_reason, fallback_last_number, tolerance, max_symbolic_chars)
+    if boxes not in BOX_MODES:
+        raise ValueError(f"boxes must be one of {BOX_MODES}, got {boxes!r}")
+    outcome = _cheap_grade(
+        response, reference, finish_reason, fallback_last_number, boxes, tolerance, max_symbolic_chars
+    )
     if isinstance(outcome, GradeResult):
         return outcome
-    reason = symbolic_equal(outcome.predicted, outcome.reference, timeout_s)
-    return GradeResult(reason == "symbolic", outcome.extracted, reason)
+    reason = symbolic_equal(outcome.predicted, outcome.reference, timeout_s, tolerance)
+    return GradeResult(reason == "symbolic", outcome.extracted, reason + outcome.suffix)
 
 
 GradeItem = Mapping[str, Any] | Sequence[Any]
@@ -193,6 +213,7 @@ class Grader:
         timeout_s: float = 5.0,
         workers: int = 2,
         fallback_last_number: bool = True,
+        boxes: BoxMode = "all",
         tolerance: Tolerance = DEFAULT_TOLERANCE,
         max_symbolic_chars: int = 2000,
         memory_limit_mb: int | None = 2048,
@@ -201,7 +222,9 @@ class Grader:
 
         Parameters: `timeout_s`, limit per symbolic check in seconds (> 0); `workers`, number of
         worker processes (>= 1); `fallback_last_number`, allow the last number of a response as
-        its answer; `tolerance`, relative/absolute tolerance of the numeric check;
+        its answer; `boxes`, "all" (several boxes at the end that together form the answer are
+        one answer, the default) or "last" (only the last box); `tolerance`, relative/absolute
+        tolerance of the numeric check;
         `max_symbolic_chars`, answers longer than this (after cleaning) are not parsed and get
         reason "too_long"; `memory_limit_mb`, extra address space each worker may map beyond its
         start-up size (Linux; None: no cap); past it, an item gets "error:MemoryError".
@@ -210,9 +233,12 @@ class Grader:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
+        if boxes not in BOX_MODES:
+            raise ValueError(f"boxes must be one of {BOX_MODES}, got {boxes!r}")
         self.timeout_s = timeout_s
         self.workers = workers
         self.fallback_last_number = fallback_last_number
+        self.boxes = boxes
         self.tolerance = tolerance
         self.max_symbolic_chars = max_symbolic_chars
         self.memory_limit_mb = memory_limit_mb
@@ -265,6 +291,7 @@ class Grader:
                     reference,
                     finish_reason,
                     self.fallback_last_number,
+                    self.boxes,
                     self.tolerance,
                     self.max_symbolic_chars,
                 )
@@ -283,7 +310,7 @@ class Grader:
             else GradeResult(
                 reasons[(outcome.predicted, outcome.reference)] == "symbolic",
                 outcome.extracted,
-                reasons[(outcome.predicted, outcome.reference)],
+                reasons[(outcome.predicted, outcome.reference)] + outcome.suffix,
             )
             for outcome in outcomes
         ]
@@ -304,7 +331,7 @@ class Grader:
         futures: dict[tuple[str, str], Future[str]] = {
             pair: pool.schedule(
                 symbolic_equal,
-                args=(pair[0], pair[1], self.timeout_s),
+                args=(pair[0], pair[1], self.timeout_s, self.tolerance),
                 timeout=self.timeout_s + _HARD_LIMIT_GRACE_S,
             )
             for pair in pairs

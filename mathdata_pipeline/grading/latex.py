@@ -1,6 +1,8 @@
-"""Brace matching for LaTeX answer strings, in linear time (safe on 10,000 nested levels)."""
+"""Bracket matching and top-level scanning for LaTeX answer strings, in linear time (safe on deep nesting)."""
 
 from __future__ import annotations
+
+import re
 
 
 def match_brace(text: str, open_index: int) -> int | None:
@@ -91,3 +93,106 @@ def strip_outer_braces(text: str) -> str:
         start += 1
         end -= 1
     return text[start : end + 1].strip() if start else text
+
+
+# Openers and closers of any bracket type count alike, so `[0,1)` and `(a,b]` are balanced.
+_OPEN_COMMANDS = ("\\{", "\\langle", "\\lbrace", "\\lbrack", "\\begin")
+_CLOSE_COMMANDS = ("\\}", "\\rangle", "\\rbrace", "\\rbrack", "\\end")
+
+
+def _command_at(text: str, index: int) -> tuple[int, int]:
+    """(depth change, length) of the backslash command starting at `text[index]`."""
+    for name in _OPEN_COMMANDS:
+        if text.startswith(name, index) and not text[index + len(name) : index + len(name) + 1].isalpha():
+            return 1, len(name)
+    for name in _CLOSE_COMMANDS:
+        if text.startswith(name, index) and not text[index + len(name) : index + len(name) + 1].isalpha():
+            return -1, len(name)
+    end = index + 1
+    while end < len(text) and text[end].isalpha():
+        end += 1
+    return 0, max(end - index, 2)
+
+
+def top_level_matches(text: str, pattern: re.Pattern[str]) -> list[re.Match[str]] | None:
+    """Non-empty matches of `pattern` that start outside every bracket of `text`, left to right.
+
+    Brackets are `()`, `[]`, `{}`, `\\{\\}`, `\\langle\\rangle` and `\\begin ... \\end`, of any
+    type pairing (so intervals like `[0,1)` balance). Returns None when the brackets do not
+    balance (no structure can be trusted then). One left-to-right pass.
+    """
+    matches: list[re.Match[str]] = []
+    depth = 0
+    index = 0
+    length = len(text)
+    while index < length:
+        if depth == 0:
+            match = pattern.match(text, index)
+            if match is not None and match.end() > index:
+                matches.append(match)
+                index = match.end()
+                continue
+        char = text[index]
+        step = 1
+        if char == "\\":
+            change, step = _command_at(text, index)
+            depth += change
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        if depth < 0:
+            return None
+        index += step
+    return matches if depth == 0 else None
+
+
+def split_top_level(text: str, pattern: re.Pattern[str]) -> list[str]:
+    """`text` cut at the top-level matches of `pattern` (see `top_level_matches`); `[text]` when
+    there are none or the brackets do not balance."""
+    if pattern.search(text) is None:
+        return [text]
+    matches = top_level_matches(text, pattern)
+    if not matches:
+        return [text]
+    parts, start = [], 0
+    for match in matches:
+        parts.append(text[start : match.start()])
+        start = match.end()
+    parts.append(text[start:])
+    return parts
+
+
+_OUTER_OPENERS = ("\\{", "\\langle", "(", "[", "{")
+_OUTER_CLOSERS = ("\\}", "\\rangle", ")", "]", "}")
+
+
+def outer_brackets(text: str) -> tuple[str, str, str] | None:
+    """`(opener, closer, inside)` when one pair of brackets encloses all of `text`, else None.
+
+    `"[0, 1)"` gives `("[", ")", "0, 1")`; `"(1)+(2)"` gives None. Openers: `(`, `[`, `{`,
+    `\\{`, `\\langle`; the closer may be of another type (half-open intervals).
+    """
+    opener = next((name for name in _OUTER_OPENERS if text.startswith(name)), None)
+    closer = next((name for name in _OUTER_CLOSERS if text.endswith(name)), None)
+    if opener is None or closer is None or len(text) < len(opener) + len(closer):
+        return None
+    depth = 0
+    index = 0
+    last = len(text) - len(closer)
+    while index < len(text):
+        char = text[index]
+        step = 1
+        if char == "\\":
+            change, step = _command_at(text, index)
+            depth += change
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        if depth <= 0:
+            break
+        index += step
+    if depth != 0 or index != last:
+        return None
+    return opener, closer, text[len(opener) : last]

@@ -55,6 +55,8 @@ _UNIT_WORDS = (
     "rupees",
     "yen",
     "percent",
+    "percentage",
+    "pct",
     "degrees",
     "degree",
     "radians",
@@ -158,8 +160,28 @@ _ASSIGNMENT = re.compile(
     r"^\s*(?:\\(?:alpha|beta|gamma|delta|theta|phi|lambda|mu|omega|angle|overline|triangle)"
     r"(?![a-zA-Z])|[a-zA-Z])[^=+\-*/^<>!]{0,30}?\s*=\s*(?=\S)"
 )
-_THOUSANDS = re.compile(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
-_LATEX_THOUSANDS = re.compile(r"(?<=\d)\{,\}(?=\d{3})")
+_THOUSANDS = re.compile(r"[-+]?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?")
+# `1{,}000`, `14 {, }916`, `11,\\! 111`: thousands separators written in LaTeX.
+_LATEX_THOUSANDS = re.compile(r"(?<=\d)\s*(?:\{,\s*\}|,\\!)\s*(?=\d{3}(?!\d))")
+# Spellings of relations, mapped to one each: `\lt` -> `<`, `>=` / `\ge` / `≥` -> `\geq`, ...
+# `!=` only after a space or at the start: `3!=6` is a factorial.
+_RELATIONS = re.compile(r"<=|>=|(?:(?<=\s)|^)!=|≤|≥|≠|\\(?:leq|le|geq|ge|neq|ne|lt|gt)(?![a-zA-Z])")
+_RELATION_SPELLING = {
+    "<=": "\\leq",
+    "≤": "\\leq",
+    "\\le": "\\leq",
+    "\\leq": "\\leq",
+    ">=": "\\geq",
+    "≥": "\\geq",
+    "\\ge": "\\geq",
+    "\\geq": "\\geq",
+    "!=": "\\neq",
+    "≠": "\\neq",
+    "\\ne": "\\neq",
+    "\\neq": "\\neq",
+    "\\lt": "<",
+    "\\gt": ">",
+}
 _DECIMAL = re.compile(r"(?<![\d.])(\d*)\.(\d+)(?![\d.])")
 _SIMPLE_SLASH = re.compile(r"(-?)(\d+)/(\d+)")
 _LETTER_CHOICE = re.compile(r"\(?([A-Ea-e])\)?")
@@ -177,7 +199,7 @@ def strip_thousands(text: str) -> str:
     """Remove thousands separators when `text` is exactly one number written with them.
 
     `"1,000"` gives `"1000"` and `"-12,345.5"` gives `"-12345.5"`, while tuples and lists such as
-    `"(1,2)"`, `"1,2"` or `"1, 000"` are returned unchanged.
+    `"(1,2)"`, `"1,2"` or `"1, 000"`, and `"0,111"` (a decimal comma) are returned unchanged.
     """
     stripped = text.strip()
     if _THOUSANDS.fullmatch(stripped):
@@ -231,7 +253,7 @@ def _strip_assignment(text: str) -> str:
     return text[match.end() :] if match is not None else text
 
 
-def clean_answer(answer: str) -> str:
+def clean_answer(answer: str, *, keep_assignment: bool = False) -> str:
     """Answer with presentation-only markup removed; the result is still valid LaTeX.
 
     Input: an extracted answer such as `"$\\dfrac{1}{2}\\text{ cm}.$"`. Output: `"\\frac{1}{2}"`.
@@ -240,25 +262,29 @@ def clean_answer(answer: str) -> str:
     (`\\!`, `\\,`, `\\;`, `~`, `\\quad`), `\\displaystyle`, degree signs (`^\\circ`, `°`),
     percent signs, currency symbols, a leading `\\approx`, trailing units (`\\text{ cm}`,
     `dollars`, `sq units`, `5 m` but not `2s`), thousands separators of a single number
-    (`1,000`, `1{,}000`; never the tuple `(1,2)`), a leading assignment (`x = 5`, `f(3) = 5`),
-    braces around the whole answer and trailing punctuation; turns `\\dfrac`/`\\tfrac`/
-    `\\cfrac` into `\\frac`. Unicode is NFKC-normalized and the minus sign U+2212 becomes `-`.
+    (`1,000`, `1{,}000`, `1,\\!000`; never the tuple `(1,2)`), a leading assignment (`x = 5`,
+    `f(3) = 5`; kept when `keep_assignment`), braces around the whole answer and trailing
+    punctuation; turns `\\dfrac`/`\\tfrac`/`\\cfrac` into `\\frac` and spells relations one way
+    (`<=`, `\\le`, `≤` -> `\\leq`; `>=` -> `\\geq`; ` != `, `\\ne` -> `\\neq`, but `3!=6` stays a
+    factorial; `\\lt` -> `<`; `\\gt` -> `>`). Unicode is NFKC-normalized and the minus sign U+2212 becomes `-`.
     """
     text = unicodedata.normalize("NFKC", answer).replace("\u2212", "-").replace("\n", " ")
     text = _strip_delimiters(text)
+    text = _LATEX_THOUSANDS.sub("", text)
     text = _SPACING.sub(lambda match: match.group(1) or " ", text)
+    text = _RELATIONS.sub(lambda match: _RELATION_SPELLING[match.group(0)], text)
     for variant in ("\\dfrac", "\\tfrac", "\\cfrac"):
         text = text.replace(variant, "\\frac")
     text = _DEGREES.sub("", text)
     text = _PERCENT.sub("", text)
     text = _CURRENCY.sub("", text)
-    text = _LATEX_THOUSANDS.sub("", text)
     text = _APPROX.sub("", text.strip())
     text = _strip_units(text.rstrip(_TRAILING_PUNCT + " "))
     for wrapper in _WRAPPERS:
         text = unwrap_command(text, wrapper)
     text = strip_outer_braces(text.strip())
-    text = _strip_assignment(text)
+    if not keep_assignment:
+        text = _strip_assignment(text)
     text = _strip_units(text.rstrip(_TRAILING_PUNCT + " "))
     return strip_thousands(text).strip()
 

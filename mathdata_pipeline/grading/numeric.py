@@ -10,7 +10,9 @@ _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _PLAIN = re.compile(_NUMBER)
 _SLASH = re.compile(rf"({_NUMBER})/({_NUMBER})")
 _FRAC = re.compile(rf"([-+]?)\\frac\{{({_NUMBER})\}}\{{({_NUMBER})\}}")
-_PERCENT_MARK = re.compile(r"%|\\%|\bpercent\b", re.IGNORECASE)
+# A mixed number `2\frac{1}{2}` (2.5): an integer followed by a proper fraction of integers.
+_MIXED = re.compile(r"([-+]?)(\d+)\\frac\{(\d+)\}\{(\d+)\}")
+_PERCENT_MARK = re.compile(r"%|\\%|\bpercent(?:age)?\b|\bpct\b", re.IGNORECASE)
 # Longer digit strings are not numbers a grader should compare by value (and would be slow).
 _MAX_CHARS = 400
 
@@ -31,10 +33,11 @@ def parse_number(normalized: str) -> float | int | None:
     """Value of a normalized answer that is a plain number, or None.
 
     Accepts integers (returned as exact `int`), decimals and scientific notation (`float`),
-    and ratios of two numbers written `a/b` or `\\frac{a}{b}` with an optional sign in front
-    (`float`). Expects the output of `normalize_answer` (no spaces, no `$`, no thousands
-    separators). Returns None for anything else, for division by zero, for non-finite values
-    and for strings longer than 400 characters.
+    ratios of two numbers written `a/b` or `\\frac{a}{b}` with an optional sign in front
+    (`float`), and mixed numbers `2\\frac{1}{2}` (an integer and a proper fraction: 2.5).
+    Expects the output of `normalize_answer` (no spaces, no `$`, no thousands separators).
+    Returns None for anything else, for division by zero, for non-finite values and for strings
+    longer than 400 characters.
     """
     if not normalized or len(normalized) > _MAX_CHARS:
         return None
@@ -48,6 +51,12 @@ def parse_number(normalized: str) -> float | int | None:
     match = _FRAC.fullmatch(normalized)
     if match is not None:
         return _ratio(match.group(1), match.group(2), match.group(3))
+    match = _MIXED.fullmatch(normalized)
+    if match is not None:
+        sign, whole, numerator, denominator = match.groups()
+        if int(numerator) < int(denominator):
+            value = int(whole) + int(numerator) / int(denominator)
+            return _finite(-value if sign == "-" else value)
     return None
 
 
@@ -64,7 +73,7 @@ def _ratio(sign: str, numerator: str, denominator: str) -> float | None:
 
 
 def has_percent(answer: str) -> bool:
-    """True when the raw answer is written as a percentage (`50%`, `50\\%`, `50 percent`)."""
+    """True when the raw answer is written as a percentage (`50%`, `50\\%`, `50 percent`, `50 pct`)."""
     return _PERCENT_MARK.search(answer) is not None
 
 

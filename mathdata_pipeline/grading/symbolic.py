@@ -1,8 +1,9 @@
 """Symbolic equivalence of two answers with math-verify, under a soft (signal) time limit.
 
-This module is what the grading worker processes run. It never evaluates model text as Python:
-math-verify parses LaTeX with an ANTLR grammar, and its plain-expression parser only accepts
-strings of digits and arithmetic operators.
+This module is what the grading worker processes run: the structural comparison of
+`compare.py`, with formulas that the cheap checks cannot decide handed to math-verify. It never
+evaluates model text as Python: math-verify parses LaTeX with an ANTLR grammar, and its
+plain-expression parser only accepts strings of digits and arithmetic operators.
 """
 
 from __future__ import annotations
@@ -14,6 +15,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from typing import Any
+
+from .compare import Leaf, answers_equal, cheap_leaf
+from .numeric import Tolerance
+
+_DEFAULT_TOLERANCE = Tolerance()
 
 
 class SymbolicTimeout(BaseException):
@@ -56,7 +62,10 @@ def preload() -> None:
     The first relation/set comparison in a fresh process loads more of sympy (about 0.5 s);
     doing it here keeps that cost out of the first task's time limit.
     """
-    symbolic_equal("[1,3]", "1 \\le x \\le 3", timeout_s=None)
+    parse, verify, config, _ = _math_verify()
+    gold = parse("\\boxed{[1,3]}", extraction_config=config, parsing_timeout=None)
+    target = parse("\\boxed{1 \\le x \\le 3}", extraction_config=config, parsing_timeout=None)
+    verify(gold, target, timeout_seconds=None)
 
 
 @contextmanager
@@ -82,24 +91,46 @@ def _time_limit(seconds: float | None) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def symbolic_equal(predicted: str, reference: str, timeout_s: float | None = 5.0) -> str:
-    """Check `predicted == reference` symbolically with math-verify; returns a reason string.
+def _symbolic_leaf(tolerance: Tolerance) -> Leaf:
+    """Leaf check for the worker: the cheap check, then math-verify (`reference` as the gold side,
+    its check is not symmetric). Parsed formulas are cached for the comparison."""
+    parse, verify, config, _ = _math_verify()
+    cheap = cheap_leaf(tolerance)
+    parsed: dict[str, list[Any]] = {}
 
-    Inputs: two cleaned answers (`clean_answer` output, LaTeX without `$`); `timeout_s`, the soft
-    limit for parsing both and verifying (None: no limit; only enforced on the main thread).
-    Output: `"symbolic"` if math-verify proves them equal, `"mismatch"` if not (including when
-    either side cannot be parsed), `"timeout"` if the limit expired, or `"error:<Type>"` for an
+    def parsed_once(text: str) -> list[Any]:
+        if text not in parsed:
+            parsed[text] = parse(f"\\boxed{{{text}}}", extraction_config=config, parsing_timeout=None)
+        return parsed[text]
+
+    def leaf(predicted: str, reference: str) -> bool:
+        verdict = cheap(predicted, reference)
+        if verdict is not None:
+            return verdict
+        gold, target = parsed_once(reference), parsed_once(predicted)
+        return bool(gold and target and verify(gold, target, timeout_seconds=None))
+
+    return leaf
+
+
+def symbolic_equal(
+    predicted: str, reference: str, timeout_s: float | None = 5.0, tolerance: Tolerance = _DEFAULT_TOLERANCE
+) -> str:
+    """Check `predicted == reference` structurally, with math-verify deciding formulas; returns a
+    reason string.
+
+    Inputs: two cleaned answers (`clean_answer(..., keep_assignment=True)` output, LaTeX without
+    `$`); `timeout_s`, the soft limit for the whole comparison (None: no limit; only enforced on
+    the main thread); `tolerance`, for numbers compared in process.
+    Output: `"symbolic"` if they are the same object, `"mismatch"` if not (including when a
+    formula cannot be parsed), `"timeout"` if the limit expired, or `"error:<Type>"` for an
     exception (e.g. `error:RecursionError`, `error:MemoryError`). Never raises `Exception`s.
-    `reference` is passed to math-verify as the gold answer (its check is not symmetric).
     """
-    parse, verify, config, library_timeout = _math_verify()
+    _, _, _, library_timeout = _math_verify()
     try:
         with _time_limit(timeout_s):
-            gold = parse(f"\\boxed{{{reference}}}", extraction_config=config, parsing_timeout=None)
-            target = parse(f"\\boxed{{{predicted}}}", extraction_config=config, parsing_timeout=None)
-            if not gold or not target:
-                return "mismatch"
-            return "symbolic" if verify(gold, target, timeout_seconds=None) else "mismatch"
+            equal = answers_equal(predicted, reference, _symbolic_leaf(tolerance))
+            return "symbolic" if equal else "mismatch"
     except (SymbolicTimeout, library_timeout):
         return "timeout"
     except Exception as error:  # noqa: BLE001 - any library failure is a verdict, not a crash

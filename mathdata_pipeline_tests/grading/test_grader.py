@@ -216,6 +216,42 @@ def test_symbolic_mismatches(grader):
     assert [result.correct for result in grader.grade_many(pairs)] == [False] * len(pairs)
 
 
+@pytest.mark.parametrize(
+    ("response", "reference", "reason"),
+    [
+        # the extraction step is named in the reason when it is a box run or a math span
+        ("so the probability is $\\frac13$.", "\\frac{1}{3}", "exact@math_span"),
+        ("$t = \\boxed{\\frac13}$ or $t = \\boxed{-2}$", "-2, \\frac{1}{3}", "structural@boxes"),
+        ("The answer is $x \\in [-2, 7]$.", "[-2,7]", "structural"),
+        ("Therefore $(3, \\pi/2)$.", "(3, \\frac{\\pi}{2})", "symbolic@math_span"),
+        ("so it is about $\\sqrt{17}$", "4.123105625617661", "symbolic@math_span"),
+        ("So the line is $y=-\\frac{1}{2}x+\\frac{3}{4}$.", "2x+4y-3=0", "symbolic@math_span"),
+        ("\\boxed{-x > -1}", "x < 1", "symbolic"),
+        (
+            "The sum is $\\begin{pmatrix}1 & 2 \\\\ 3 & 4\\end{pmatrix} + \\begin{pmatrix}5 & 6 \\\\ 7 & 8\\end{pmatrix}$",
+            "\\begin{pmatrix}6 & 8 \\\\ 10 & 12\\end{pmatrix}",
+            "symbolic@math_span",
+        ),
+        ("The roots are $\\{1 \\pm \\sqrt{5}, -2\\}$.", "\\{-2, \\sqrt5+1, 1-\\sqrt5\\}", "symbolic@math_span"),
+        ("Hence $x = 12$", "10", "mismatch@math_span"),
+        ("\\boxed{(3, \\pi)}", "(3, \\frac{\\pi}{2})", "mismatch"),
+        ("We get $y = x + 1$", "x + 1 = 0", "mismatch@math_span"),
+    ],
+)
+def test_verdicts_name_the_step(grader, response, reference, reason):
+    (result,) = grader.grade_many([(response, reference)])
+    assert result.reason == reason, result
+    assert result.correct is reason.startswith(("exact", "numeric", "structural", "symbolic"))
+
+
+def test_box_mode_is_configurable():
+    response = "$t = \\boxed{1}$ or $t = \\boxed{2}$"
+    assert grade(response, "1, 2").reason == "exact@boxes"
+    assert grade(response, "2", boxes="last") == GradeResult(True, "2", "exact")
+    with pytest.raises(ValueError, match="boxes"):
+        Grader(boxes="first")
+
+
 def test_special_reasons(grader):
     items = [
         {"response": "\\boxed{5}", "reference": "5", "finish_reason": "length"},
