@@ -20,11 +20,23 @@ class _Strict(BaseModel):
 
 
 class InfluencePrune(_Strict):
-    """Prune selected reasoning rows by `influence_scores`: `fraction` in [0, 1); rule low_benefit |
-    high_harm | combined (METHODS.md §5.4)."""
+    """Prune the selected reasoning rows by a score of `influence_scores` (METHODS.md §5.4, baselines in its step 7).
 
-    fraction: float = Field(default=0.0, ge=0.0, lt=1.0)
+    `fraction` of the scored selected rows is dropped (floor), and in a pruning spec every
+    selected row whose problem is in the influence validation set V is dropped as held out.
+    `by`: "influence" (s_C / s_I) or a baseline at the same pruned size: "perplexity",
+    "embedding_similarity", "random". Influence: `rule` low_benefit (lowest s_C) | high_harm
+    (highest s_I) | combined (lowest fused rank); `aggregate` over V: mean | max (LESS's max over
+    validation problems); `fusion` of the two ranks: difference (r_C - r_I) | min (min(r_C, 1 - r_I)).
+    Baselines: `keep` high | low | middle values of the score (perplexity: low or middle).
+    """
+
+    fraction: float = Field(default=0.0, ge=0.0, lt=1.0, description="share of the scored selected rows to drop")
+    by: Literal["influence", "perplexity", "embedding_similarity", "random"] = "influence"
     rule: Literal["low_benefit", "high_harm", "combined"] = "combined"
+    aggregate: Literal["mean", "max"] = "mean"
+    fusion: Literal["difference", "min"] = "difference"
+    keep: Literal["high", "low", "middle"] = "high"
 
 
 class KindSpec(_Strict):
