@@ -144,6 +144,7 @@ def gradient_features(
         store.read_all("question_pool", columns=["problem_id", "parent_problem_id"]),
         store.read("reference_responses"),
         max_examples=config.max_examples,
+        max_length=config.max_length,
         warmup_fraction=config.warmup_fraction,
         seed=config.seed,
     )

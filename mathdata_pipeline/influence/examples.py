@@ -147,6 +147,16 @@ def as_examples(table: pa.Table, id_column: str, template: SolveTemplate, tokeni
     ]
 
 
+def drop_too_long(examples: Sequence[Example], tokenizer, max_length: int) -> tuple[list[Example], list[str]]:
+    """(examples whose prompt leaves at least one response token within `max_length`, the ids of
+    those that do not): a prompt that fills the window gives no loss to take a gradient of."""
+    kept, dropped = [], []
+    for example in examples:
+        fits = len(tokenizer(example.prompt, add_special_tokens=False).input_ids) < max_length
+        (kept if fits else dropped).append(example if fits else example.example_id)
+    return kept, dropped
+
+
 def check_validation_prompts(validation: pa.Table, examples: Sequence[Example]) -> None:
     """The prompts the scoring tokenizer renders for V must be the ones the engine rendered when V
     was sampled (`prompt`, null when a server rendered it): ValueError naming the first row that
@@ -241,8 +251,9 @@ def shared_problems(
 @dataclass(frozen=True)
 class InfluenceInputs:
     """What one influence run computes features of: the scored training rows, V, and the warm-up
-    share, rendered as examples under V's model and template; the ids of training rows held out
-    because their problem is in V; counts for metadata."""
+    share, rendered as examples under V's model and template (examples whose prompt alone fills
+    `max_length` are dropped and counted); the ids of training rows held out because their
+    problem is in V; counts for metadata."""
 
     scoring_model: str
     train: list[Example]
@@ -259,6 +270,7 @@ def influence_inputs(
     validation: pa.Table,
     *,
     max_examples: int,
+    max_length: int,
     warmup_fraction: float,
     seed: int,
 ) -> InfluenceInputs:
@@ -267,8 +279,8 @@ def influence_inputs(
     Inputs: all `solutions` (sample_id, problem_id, question, response); the `embeddings` rows
     (candidate_id, kind: the QaDS pool); the `question_pool` (problem_id, parent_problem_id);
     `reference_responses` (V, with its scoring model and template); `max_examples` scored rows
-    (a seeded sample, 0 = all), the warm-up share and seed. Raises ValueError when V's prompts
-    are not what the scoring tokenizer renders.
+    (a seeded sample, 0 = all), the token window, the warm-up share and seed. Raises ValueError
+    when V's prompts are not what the scoring tokenizer renders.
     """
     scoring_model = single_value(validation, "scoring_model")
     template = get_template(single_value(validation, "template"))
@@ -280,11 +292,15 @@ def influence_inputs(
     tokenizer = load_tokenizer(scoring_model)
     val = as_examples(validation, "example_id", template, tokenizer)
     check_validation_prompts(validation, val)
-    return InfluenceInputs(
-        scoring_model,
-        as_examples(scored, "sample_id", template, tokenizer),
-        val,
-        as_examples(warmup_rows(rows, warmup_fraction, seed), "sample_id", template, tokenizer),
-        held,
-        {"training_rows": rows.num_rows, "scored_rows": scored.num_rows, "heldout_rows": len(held)},
-    )
+    sets = {
+        "train": as_examples(scored, "sample_id", template, tokenizer),
+        "val": val,
+        "warmup": as_examples(warmup_rows(rows, warmup_fraction, seed), "sample_id", template, tokenizer),
+    }
+    counts = {"training_rows": rows.num_rows, "scored_rows": scored.num_rows, "heldout_rows": len(held)}
+    for name, examples in sets.items():
+        sets[name], too_long = drop_too_long(examples, tokenizer, max_length)
+        counts[f"dropped_too_long_{name}"] = len(too_long)
+    if not sets["train"] or not sets["val"]:
+        raise ValueError(f"nothing to score within max_length={max_length} tokens: {counts}")
+    return InfluenceInputs(scoring_model, sets["train"], sets["val"], sets["warmup"], held, counts)

@@ -11,6 +11,7 @@ from mathdata_pipeline.common.templates import get_template
 from mathdata_pipeline.engines.factory import LocalProfile, OpenAIProfile, VLLMProfile
 from mathdata_pipeline.influence.examples import (
     check_validation_prompts,
+    drop_too_long,
     influence_inputs,
     load_tokenizer,
     problem_roots,
@@ -95,12 +96,24 @@ def test_prompts_are_rendered_with_the_template_and_checked(tiny_lm):
         POOL,
         table.set_column(1, "problem_id", pa.array(["seed-1"] * 3)),
         max_examples=1,
+        max_length=128,
         warmup_fraction=0.5,
         seed=0,
     )
     assert [e.example_id for e in inputs.val] == ["v1", "v2", "ref-p1"] and inputs.val[0].prompt == chat
     assert inputs.heldout_ids == ["s-seed1"] and len(inputs.train) == 1 and len(inputs.warmup) == 1
-    assert inputs.counts == {"training_rows": 2, "scored_rows": 1, "heldout_rows": 1}
+    assert inputs.counts == {
+        "training_rows": 2,
+        "scored_rows": 1,
+        "heldout_rows": 1,
+        "dropped_too_long_train": 0,
+        "dropped_too_long_val": 0,
+        "dropped_too_long_warmup": 0,
+    }
+    kept, dropped = drop_too_long(inputs.val, tokenizer, max_length=len(tokenizer(chat).input_ids) + 1)
+    assert [e.example_id for e in kept] == ["v1", "v2", "ref-p1"] and dropped == []
+    kept, dropped = drop_too_long(inputs.val, tokenizer, max_length=len(tokenizer(chat).input_ids))
+    assert kept == [] and dropped == ["v1", "v2", "ref-p1"]  # the prompt alone fills the window
     assert inputs.train[0].prompt.startswith("<|user|>\nQ ") and inputs.train[0].prompt.endswith("<|assistant|>\n")
 
     engine_rendered = table.set_column(3, "prompt", pa.array(["User: What is 2+2?", None, None]))
