@@ -1,7 +1,8 @@
-"""Influence-based pruning (METHODS.md §5): `reference_responses` (V_C and V_I),
-`gradient_features` (LESS-style projected LoRA gradients, in resumable shards) and
-`influence_scores` (s_C, s_I, fused rank, and the baselines). Pruning itself is a decision of the
-mixture spec (`reasoning.influence_prune`), applied in `selections`."""
+"""Influence-based pruning (METHODS.md §5, LESS §5.5): `reference_responses` (V_C and V_I, sampled
+on held-out seed problems), `gradient_features` (LoRA warm-up, then Adam-preconditioned training
+and SGD validation features per checkpoint, in resumable shards) and `influence_scores` (s_C, s_I
+summed over checkpoints, fused rank, the baselines, and the blocking held-out check). Pruning
+itself is a decision of the mixture spec (`reasoning.influence_prune`), applied in `selections`."""
 
 import dagster as dg
 import numpy as np
@@ -14,28 +15,44 @@ from mathdata_pipeline.common.samples import SampleSpec, draw_samples
 from mathdata_pipeline.common.subsets import solver_subset
 from mathdata_pipeline.common.templates import TemplateName, get_template
 from mathdata_pipeline.engines.base import SamplingParams
+from mathdata_pipeline.engines.factory import load_profile
 from mathdata_pipeline.engines.resources import LLMResource
 from mathdata_pipeline.engines.runner import GenerationStats
 from mathdata_pipeline.grading import Grader
 from mathdata_pipeline.influence.baselines import baseline_scores
-from mathdata_pipeline.influence.examples import as_examples, sample_training_rows, validation_rows
-from mathdata_pipeline.influence.gradient_features import FeatureSettings, compute_train_and_val_features, load_features
+from mathdata_pipeline.influence.checks import HELDOUT_CHECK_SPEC, heldout_check
+from mathdata_pipeline.influence.datastore import FeatureSettings, compute_checkpoint_features, load_checkpoint_features
+from mathdata_pipeline.influence.devices import DeviceName, DtypeName
+from mathdata_pipeline.influence.examples import (
+    engine_prompts,
+    influence_inputs,
+    problem_roots,
+    scoring_model_for,
+    shared_problems,
+    validation_rows,
+)
 from mathdata_pipeline.influence.scores import influence_table
 from mathdata_pipeline.storage.resources import TableStore
 
 
 class ReferenceConfig(dg.Config):
-    """The validation set V: `problems` seed problems (a seeded sample, disjoint from the
-    benchmarks because seeds are checked against them) with `samples` responses each, graded.
-    `include_reference_solutions` adds each gold solution to V_C, so a weak model still has one."""
+    """The validation set V (METHODS.md §5.4): `problems` seed problems held out for it (a salted
+    sample of the question pool's seeds, optionally of some `sources`; no scored training row may
+    come from them), `samples` responses each from the engine `profile`, graded. The gradient
+    features use the same model (`scoring_model`, the engine's weights for transformers) and the
+    same `template`. `include_reference_solutions` adds each held-out gold solution to V_C (for a
+    model too weak to have correct responses)."""
 
-    problems: int = Field(default=200, ge=1, description="validation problems")
+    problems: int = Field(default=200, ge=1, description="held-out validation problems")
     samples: int = Field(default=4, ge=1, description="responses sampled per problem")
-    template: TemplateName = Field(default="chat")
-    temperature: float = Field(default=0.7, ge=0.0, le=5.0)
-    top_p: float = Field(default=0.95, gt=0.0, le=1.0)
-    max_tokens: int = Field(default=1024, ge=1)
-    include_reference_solutions: bool = Field(default=True, description="add each gold solution to V_C")
+    sources: list[str] = Field(default_factory=list, description="seed sources to hold problems out of; empty = all")
+    template: TemplateName = Field(default="chat", description="prompt template of sampling and of the features")
+    temperature: float = Field(default=0.7, ge=0.0, le=5.0, description="sampling temperature")
+    top_p: float = Field(default=0.95, gt=0.0, le=1.0, description="nucleus sampling share")
+    max_tokens: int = Field(default=1024, ge=1, description="tokens per response")
+    profile: str = Field(default="", description="engine profile of the responses; empty = the llm resource's")
+    scoring_model: str = Field(default="", description="transformers weights of that engine; empty = from the profile")
+    include_reference_solutions: bool = Field(default=False, description="add each held-out gold solution to V_C")
     salt: str = Field(default="influence-validation", description="salt of the problem subset and sample seeds")
 
 
@@ -43,123 +60,164 @@ class ReferenceConfig(dg.Config):
 def reference_responses(
     context: dg.AssetExecutionContext, config: ReferenceConfig, llm: LLMResource, store: TableStore
 ) -> dg.MaterializeResult:
-    """Validation responses, graded against the gold answer: `correct` true rows are V_C, false V_I."""
+    """Validation responses to held-out seed problems, graded against the gold answer: `correct`
+    rows are V_C, the others V_I; each row keeps the prompt the engine rendered, the model and template."""
     pool = store.read_all("question_pool").filter(pc.field("origin") == "seed")
+    if config.sources:
+        pool = pool.filter(pc.is_in(pc.field("source"), pa.array(config.sources)))
     problems = solver_subset(pool, max_questions=config.problems, salt=config.salt).to_pylist()
-    specs = [SampleSpec(p["problem_id"], p["question"], k, 0) for p in problems for k in range(config.samples)]
-    stats: list[GenerationStats] = []
+    template, stats = get_template(config.template), []
     with Grader() as grader:
         samples = draw_samples(
-            specs,
-            template=get_template(config.template),
+            [SampleSpec(p["problem_id"], p["question"], k, 0) for p in problems for k in range(config.samples)],
+            template=template,
             seed_salt=config.salt,
             params=SamplingParams(temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_tokens),
-            model=llm.model_id(),
-            generate=llm.generate_fn(context, stats, ledger_name="influence_validation"),
+            model=llm.model_id(config.profile),
+            generate=llm.generate_fn(context, stats, ledger_name="influence_validation", profile=config.profile),
             references={p["problem_id"]: p["reference_answer"] for p in problems},
             grade=grader.grade_many,
         )
-    table = validation_rows(problems, samples, include_reference_solutions=config.include_reference_solutions)
+    table = validation_rows(
+        problems,
+        samples,
+        engine_prompts(problems, template, llm.engine(config.profile).render),
+        scoring_model=config.scoring_model or scoring_model_for(load_profile(llm.profile_name(config.profile))),
+        include_reference_solutions=config.include_reference_solutions,
+    )
     path = store.write(table, "reference_responses")
     correct = table.column("correct").to_numpy(zero_copy_only=False)
     sampled = np.asarray(table.column("kind").to_pylist()) == "sampled"
+    counts = {"problems": len(problems), "v_correct": int(correct.sum()), "v_incorrect": int((~correct).sum())}
     return dg.MaterializeResult(
         metadata={
             **table_metadata(table, path),
             **generation_metadata(GenerationStats.combine(stats)),
-            **counts_metadata(
-                {
-                    "v_correct": int(correct.sum()),
-                    "v_incorrect": int((~correct).sum()),
-                    "v_correct_sampled": int((correct & sampled).sum()),
-                }
-            ),
+            **counts_metadata({**counts, "v_correct_sampled": int((correct & sampled).sum())}),
         }
     )
 
 
 class FeatureConfig(dg.Config):
-    """Gradient features (METHODS.md §5.5); see `influence.gradient_features.FeatureSettings`."""
+    """Gradient features (METHODS.md §5.5; see `influence.datastore.FeatureSettings`). The model and
+    template are V's (`reference_responses`). Defaults are LESS's except the LoRA size, which is
+    kept CPU-sized (r 8, alpha 32: LESS's alpha/r = 4); configs/influence-paper.yaml has r 128, alpha 512."""
 
-    model: str = Field(default="embedded", description="scoring model: embedded, a folder or a hub id")
-    lora_r: int = Field(default=8, ge=1, description="LoRA rank")
-    lora_alpha: int = Field(default=16, ge=1, description="LoRA alpha")
-    proj_dim: int = Field(default=8192, ge=1, description="random projection dimension")
+    lora_r: int = Field(default=8, ge=1, description="LoRA rank (LESS: 128)")
+    lora_alpha: int = Field(default=32, ge=1, description="LoRA alpha (LESS: 512)")
+    lora_dropout: float = Field(default=0.1, ge=0.0, lt=1.0, description="LoRA dropout during the warm-up")
+    proj_dim: int = Field(default=8192, ge=4, description="random projection dimension (a multiple of 4)")
     proj_seed: int = Field(default=0, description="projection seed")
     max_length: int = Field(default=2048, ge=8, description="tokens per example")
     shard_size: int = Field(default=16, ge=1, description="examples per resumable shard")
-    warmup_steps: int = Field(default=0, ge=0, description="LoRA warm-up steps; 0 = no warm-up (plain gradients)")
-    warmup_fraction: float = Field(default=0.05, gt=0.0, le=1.0, description="share of training rows the warm-up sees")
-    warmup_lr: float = Field(default=2e-5, gt=0.0, description="warm-up learning rate")
+    max_batch_tokens: int = Field(default=4096, ge=8, description="token budget of one forward/backward pass")
+    warmup_epochs: int = Field(default=4, ge=0, description="warm-up epochs, one checkpoint each; 0 = no warm-up")
+    warmup_fraction: float = Field(default=0.05, gt=0.0, le=1.0, description="share of training rows warmed up on")
+    warmup_batch_size: int = Field(default=32, ge=1, description="examples per warm-up optimizer step")
+    warmup_lr: float = Field(default=2e-5, gt=0.0, description="warm-up peak learning rate (linear schedule)")
     max_examples: int = Field(default=0, ge=0, description="a seeded sample of this many training rows; 0 = all")
-    seed: int = Field(default=0)
+    seed: int = Field(default=0, description="seed of the warm-up share, adapter init and dropout")
+    device: DeviceName = Field(default="auto", description="auto = cuda when present, else cpu")
+    dtype: DtypeName = Field(default="auto", description="auto = bfloat16 on cuda, float32 on cpu")
 
-    def settings(self) -> FeatureSettings:
-        """The plain settings of `compute_train_and_val_features`."""
-        return FeatureSettings(**self.model_dump(exclude={"max_examples"}))
+    def settings(self, model: str) -> FeatureSettings:
+        """The plain settings of `compute_checkpoint_features` for the scoring `model`."""
+        return FeatureSettings(model=model, **self.model_dump(exclude={"max_examples"}))
 
 
-@dg.asset(group_name="influence", kinds={"numpy"}, deps=["solutions", "reference_responses"], pool="gpu")
+@dg.asset(
+    group_name="influence",
+    kinds={"numpy"},
+    deps=["solutions", "embeddings", "question_pool", "reference_responses"],
+    pool="gpu",
+)
 def gradient_features(
     context: dg.AssetExecutionContext, config: FeatureConfig, store: TableStore
 ) -> dg.MaterializeResult:
-    """Unit-normalized projected gradients of every solution (train) and validation response;
-    shards are written as they finish, so a rerun after a crash computes only the missing ones."""
-    train = as_examples(sample_training_rows(store.read_all("solutions"), config.max_examples), "sample_id")
-    root = store.local_dir("gradient_features", purpose="gradient_features")
-    report = compute_train_and_val_features(
-        train, as_examples(store.read("reference_responses"), "example_id"), root, config.settings()
+    """LESS's datastore: a LoRA warm-up on a share of the training rows (the QaDS reasoning
+    candidates whose problem is not in V), then per checkpoint the unit projected gradients of the
+    scored rows (Adam) and of V (SGD). Shards are written as they finish and warm-up checkpoints
+    per epoch, so a rerun after a crash computes only what is missing."""
+    inputs = influence_inputs(
+        store.read_all("solutions", columns=["sample_id", "problem_id", "question", "response"]),
+        store.read("embeddings", columns=["candidate_id", "kind"]),
+        store.read_all("question_pool", columns=["problem_id", "parent_problem_id"]),
+        store.read("reference_responses"),
+        max_examples=config.max_examples,
+        max_length=config.max_length,
+        warmup_fraction=config.warmup_fraction,
+        seed=config.seed,
     )
-    ids, _ = load_features(root / "train")
-    table = pa.table({"example_id": ids, "split": ["train"] * len(ids)})
+    root = store.local_dir("gradient_features", purpose="gradient_features")
+    report = compute_checkpoint_features(
+        inputs.train, inputs.val, root, config.settings(inputs.scoring_model), inputs.warmup
+    )
+    splits = [("train", e.example_id) for e in inputs.train] + [("val", e.example_id) for e in inputs.val]
+    splits += [("heldout", i) for i in inputs.heldout_ids]
+    table = pa.table({"example_id": [i for _, i in splits], "split": [s for s, _ in splits]})
     path = store.write(table, "gradient_features")
     return dg.MaterializeResult(
         metadata={
             **table_metadata(table, path),
-            **counts_metadata({k: v for k, v in report.items() if isinstance(v, int)}),
+            **counts_metadata({**inputs.counts, **{k: v for k, v in report.items() if isinstance(v, int)}}),
             "features_dir": dg.MetadataValue.path(str(root)),
+            "scoring_model": inputs.scoring_model,
             "grad_type_train": report["grad_type_train"],
+            "lora": f"r={config.lora_r}, alpha={config.lora_alpha}",
             "proj_dim": config.proj_dim,
         }
     )
 
 
 class InfluenceConfig(dg.Config):
-    """The scoring model for the perplexity baseline (the same one that made the features)."""
+    """The perplexity baseline's settings (its model and template are V's, as for the features)."""
 
-    model: str = Field(default="embedded", description="scoring model: embedded, a folder or a hub id")
     max_length: int = Field(default=2048, ge=8, description="tokens per example")
+    max_batch_tokens: int = Field(default=4096, ge=8, description="token budget of one forward pass")
+    device: DeviceName = Field(default="auto", description="auto = cuda when present, else cpu")
+    dtype: DtypeName = Field(default="auto", description="auto = bfloat16 on cuda, float32 on cpu")
 
 
-@dg.asset(group_name="influence", kinds={"parquet"}, deps=["gradient_features", "reference_responses"])
+@dg.asset(
+    group_name="influence",
+    kinds={"parquet"},
+    deps=["gradient_features", "reference_responses", "solutions", "question_pool"],
+    pool="gpu",
+    check_specs=[HELDOUT_CHECK_SPEC],
+)
 def influence_scores(
     context: dg.AssetExecutionContext, config: InfluenceConfig, store: TableStore
 ) -> dg.MaterializeResult:
-    """Per training solution: s_C (mean influence toward correct validation responses), s_I
-    (toward incorrect ones; positive = pushes toward them), their fused rank, and the baselines
-    (random, embedding similarity to the validation questions, perplexity). Positive influence
+    """Per training row: s_C (influence toward correct validation responses) and s_I (toward
+    incorrect ones; positive = pushes toward them), mean and max over V, each a learning-rate
+    weighted sum over the warm-up checkpoints; the fused rank; the baselines (perplexity,
+    embedding similarity to V's questions, random); held-out rows flagged. Positive influence
     means a gradient step on the example lowers the validation loss (see `influence/scores.py`)."""
-    root = store.local_dir("gradient_features", purpose="influence_scores")
-    (train_ids, train), (val_ids, val) = load_features(root / "train"), load_features(root / "val")
-    refs = store.read("reference_responses")
-    perplexity, similarity = baseline_scores(
-        train_ids,
-        store.read_all("solutions", columns=["sample_id", "question", "response"]),
-        refs,
-        model=config.model,
-        max_length=config.max_length,
-    )
-    correct = dict(zip(refs.column("example_id").to_pylist(), refs.column("correct").to_pylist()))
+    checkpoints = load_checkpoint_features(store.local_dir("gradient_features", purpose="influence_scores"))
+    refs, features = store.read("reference_responses"), store.read("gradient_features")
+    solutions = store.read_all("solutions", columns=["sample_id", "problem_id", "question", "response"])
+    train_ids, by_id = checkpoints[0].train_ids, {r["example_id"]: r for r in refs.to_pylist()}
+    perplexity, similarity = baseline_scores(train_ids, solutions, refs, **config.model_dump())
     table, notes = influence_table(
-        train_ids, train, val_ids, val, correct, perplexity=perplexity, similarity=similarity
+        train_ids,
+        [(c.weight, c.train, c.val) for c in checkpoints],
+        np.asarray([by_id[i]["correct"] for i in checkpoints[0].val_ids], dtype=bool),
+        [by_id[i]["problem_id"] for i in checkpoints[0].val_ids],
+        perplexity=perplexity,
+        similarity=similarity,
+        heldout_ids=features.filter(pc.field("split") == "heldout").column("example_id").to_pylist(),
     )
     for note in notes:
         context.log.warning(note)
     path = store.write(table, "influence_scores")
-    v_correct = sum(bool(correct[i]) for i in val_ids)
+    roots = problem_roots(store.read_all("question_pool", columns=["problem_id", "parent_problem_id"]))
+    shared = shared_problems(train_ids, solutions, roots, refs.column("problem_id").to_pylist())
+    v_correct = int(sum(by_id[i]["correct"] for i in checkpoints[0].val_ids))
     return dg.MaterializeResult(
         metadata={
             **table_metadata(table, path),
-            **counts_metadata({"v_correct": v_correct, "v_incorrect": len(val_ids) - v_correct}),
-        }
+            **counts_metadata({"v_correct": v_correct, "v_incorrect": len(checkpoints[0].val_ids) - v_correct}),
+            "checkpoint_weights": dg.MetadataValue.json({c.name: c.weight for c in checkpoints}),
+        },
+        check_results=[heldout_check(shared)],
     )

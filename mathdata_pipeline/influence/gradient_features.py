@@ -1,21 +1,27 @@
 """LESS-style gradient features of (prompt, response) examples (METHODS.md §5.5, §6.5).
 
 For each example the feature is the gradient of its loss with respect to the LoRA adapter weights
-(q/k/v/o projections), optionally Adam-preconditioned with the moments of a warm-up run, randomly
-projected to `proj_dim` dimensions and normalised to unit length. Inner products of these features
-are the influence estimates of `influence.py`.
+(q/k/v/o projections), Adam-preconditioned with the moments of a warm-up checkpoint (LESS's
+training features; `warmup.py`) or plain (validation features, or no warm-up), randomly
+projected to `proj_dim` dimensions and normalised to unit length. Inner products of these
+features are the influence estimates of `scores.py`; `datastore.py` runs this per checkpoint.
 
 - Loss: mean token cross-entropy over the RESPONSE tokens only (prompt tokens labelled -100), of
-  prompt tokens + response tokens + EOS, truncated on the right to `max_length` tokens.
+  prompt tokens + response tokens + EOS, truncated on the right to `max_length` tokens. The
+  prompt is the question rendered with the template the validation responses were sampled with
+  (`examples.render_prompt`).
 - LoRA B matrices start at zero, so with a fresh adapter (no warm-up) the gradients of the A
-  matrices are exactly zero and the features come from the B gradients only. That is still a
-  valid feature (the B gradient is the loss gradient seen through a fixed random A), but LESS
-  warms the adapter up first: do that with `warmup_lora` when the compute allows.
+  matrices are exactly zero and the features come from the B gradients only; after a warm-up
+  both are non-zero.
 - Per-example gradients are computed for a whole padded batch with one forward and one backward
   pass: forward hooks keep each LoRA layer's input x and low-rank activation u = A x, autograd
   gives the loss gradients at u and at B u, and the per-example weight gradients are the
   per-example sums over tokens of their outer products (right padding, so padded positions get a
-  zero gradient and the real tokens see exactly what they would see alone).
+  zero gradient and the real tokens see exactly what they would see alone). Batches are cut by a
+  token budget (rows x longest row), not a fixed row count.
+- Device and precision: `devices.py` ("auto": CUDA + bfloat16 base weights when a GPU is
+  present, CPU + float32 otherwise); the LoRA weights, their gradients and the projection stay
+  float32.
 - Projection (`SparseSignProjection`): a dense 8192 x 1M Rademacher matrix would hold 8G entries,
   so the projection is a sparse JL transform instead: each input coordinate gets one random
   +-1/sqrt(s) entry in each of s equal row blocks (s = 4 by default), drawn once from a seeded
@@ -41,15 +47,15 @@ import torch
 
 from mathdata_pipeline.common.hf_models import EMBEDDED, load_causal_lm
 from mathdata_pipeline.common.text import stable_hash
+from mathdata_pipeline.influence.devices import resolve_device, resolve_dtype
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 ADAM_BETA1, ADAM_BETA2, ADAM_EPS = 0.9, 0.999, 1e-8
-WARMUP_RATIO = 0.03  # LESS's linear schedule warm-up share
 ADAPTER_NAME = "default"
 OPTIMIZER_STATE_FILE = "optimizer_state.pt"
-WARMUP_INFO_FILE = "warmup.json"
 MANIFEST_FILE = "manifest.json"
 IGNORE_INDEX = -100
+GRADIENT_BUFFER_BYTES = 1 << 30  # per-example gradients of one batch (float32) stay under 1 GiB
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,22 @@ def encode_example(tokenizer, example: Example, max_length: int) -> tuple[list[i
     ids = (prompt_ids + response_ids)[:max_length]
     labels = [IGNORE_INDEX] * len(prompt_ids) + ids[len(prompt_ids) :]
     return ids, labels
+
+
+def token_batches(lengths: Sequence[int], max_tokens: int, max_rows: int = 0) -> list[list[int]]:
+    """Indices of `lengths` grouped into batches, shortest first (ties by index): a batch grows
+    while rows x its longest length stays within `max_tokens` and (when `max_rows` > 0) its rows
+    within `max_rows`; an example longer than the budget forms a batch of its own."""
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+    batches: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda i: (lengths[i], i)):
+        current = batches[-1] if batches else None
+        if current and (len(current) + 1) * lengths[i] <= max_tokens and not (max_rows and len(current) >= max_rows):
+            current.append(i)
+        else:
+            batches.append([i])
+    return batches
 
 
 def pad_batch(encoded: Sequence[tuple[list[int], list[int]]], pad_id: int, device: str = "cpu"):
@@ -234,95 +256,6 @@ def load_adam_moments(adapter_dir: Path, parameter_names: Sequence[str]) -> tupl
     )
 
 
-def _linear_schedule(step: int, steps: int, lr: float) -> float:
-    """Learning rate of optimizer step `step` (0-based): linear warm-up over ceil(3% of steps),
-    then linear decay to zero (the HF/LESS linear schedule)."""
-    warm = math.ceil(WARMUP_RATIO * steps)
-    if step < warm:
-        return lr * step / warm
-    return lr * max(0.0, (steps - step) / max(1, steps - warm))
-
-
-def warmup_lora(
-    model_source: str,
-    examples: Sequence[Example],
-    out_dir: Path | str,
-    *,
-    steps: int,
-    lr: float = 2e-5,
-    r: int = 8,
-    alpha: float = 16,
-    dropout: float = 0.1,
-    batch_size: int = 1,
-    max_length: int = 2048,
-    seed: int = 0,
-    device: str = "cpu",
-) -> Path:
-    """Short LoRA warm-up (plain torch AdamW, weight decay 0, linear schedule with 3% warm-up) of
-    `model_source` on `examples`; returns `out_dir`.
-
-    Each step takes the next `batch_size` examples of a seeded shuffle (reshuffled every pass) and
-    minimises the mean of their response losses. Writes to `out_dir`: the PEFT adapter
-    (adapter_config.json, adapter_model.safetensors), `optimizer_state.pt` = the Adam state KEYED BY
-    PARAMETER NAME {name: {"exp_avg", "exp_avg_sq", "step"}} (LESS issues #4/#10), and
-    `warmup.json` with the settings and `mean_lr` (LESS weights checkpoints by it).
-    """
-    if steps < 1 or not examples:
-        raise ValueError("warmup_lora needs steps >= 1 and at least one example")
-    out_dir = Path(out_dir)
-    model, tokenizer = load_causal_lm(model_source)
-    model = attach_lora(model, r=r, alpha=alpha, dropout=dropout, init_seed=seed).to(device)
-    names = lora_parameter_names(model)
-    params = dict(model.named_parameters())
-    optimizer = torch.optim.AdamW(
-        [params[n] for n in names], lr=lr, betas=(ADAM_BETA1, ADAM_BETA2), eps=ADAM_EPS, weight_decay=0.0
-    )
-    encoded = [encode_example(tokenizer, example, max_length) for example in examples]
-    rng = np.random.default_rng(seed)
-    order: list[int] = []
-    rates = []
-    model.train()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # LoRA dropout
-        for step in range(steps):
-            while len(order) < batch_size:
-                order.extend(rng.permutation(len(encoded)).tolist())
-            batch, order = [encoded[i] for i in order[:batch_size]], order[batch_size:]
-            rate = _linear_schedule(step, steps, lr)
-            for group in optimizer.param_groups:
-                group["lr"] = rate
-            optimizer.zero_grad(set_to_none=True)
-            response_losses(model, *pad_batch(batch, tokenizer.pad_token_id, device)).mean().backward()
-            optimizer.step()
-            rates.append(rate)
-    model.eval()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out_dir))
-    state = {
-        name: {
-            key: (value.detach().cpu().clone() if torch.is_tensor(value) else torch.tensor(value))
-            for key, value in optimizer.state[params[name]].items()
-        }
-        for name in names
-    }
-    torch.save(state, out_dir / OPTIMIZER_STATE_FILE)
-    info = {
-        "model_source": str(model_source),
-        "steps": steps,
-        "lr": lr,
-        "mean_lr": float(np.mean(rates)),
-        "r": r,
-        "alpha": alpha,
-        "dropout": dropout,
-        "batch_size": batch_size,
-        "max_length": max_length,
-        "seed": seed,
-        "n_examples": len(examples),
-    }
-    (out_dir / WARMUP_INFO_FILE).write_text(json.dumps(info, indent=2))
-    return out_dir
-
-
 def _adapter_fingerprint(adapter_dir: Path | None) -> str:
     """sha256 over the adapter folder's files (names and bytes), or "none"."""
     if adapter_dir is None:
@@ -334,17 +267,30 @@ def _adapter_fingerprint(adapter_dir: Path | None) -> str:
     return digest.hexdigest()
 
 
+def read_adapter_config(adapter_dir: Path | str) -> dict:
+    """`adapter_config.json` of a warm-up checkpoint; ValueError when missing or not a q/k/v/o LoRA."""
+    path = Path(adapter_dir) / "adapter_config.json"
+    if not path.is_file():
+        raise ValueError(f"{path}: missing (not a LoRA checkpoint written by warmup_lora)")
+    config = json.loads(path.read_text())
+    if set(config.get("target_modules") or ()) != set(LORA_TARGETS):
+        raise ValueError(f"{path}: target_modules {config.get('target_modules')} are not {list(LORA_TARGETS)}")
+    return config
+
+
 class GradientFeaturizer:
     """Unit-length projected LoRA gradient features of examples (see module doc).
 
     Parameters: `model_source` for `load_causal_lm` ("embedded" = SmolLM2); `adapter_dir` a
-    `warmup_lora` output (None: a fresh adapter with A seeded by `init_seed`, B = 0); `r`, `alpha`
-    the fresh adapter's rank and scale (default 8, 16; with an adapter, None takes its values and a
-    different value is an error); `proj_dim`, `proj_seed`, `proj_nonzeros` the projection;
-    `max_length` tokens per example; `grad_type` "sgd" (plain gradients: validation examples, or
-    no warm-up state) or "adam" (LESS preconditioning with the adapter's Adam moments);
-    `batch_size` examples per forward/backward pass (sorted by length to limit padding).
-    LoRA dropout is off while scoring (the model stays in eval mode).
+    warm-up checkpoint (None: a fresh adapter with A seeded by `init_seed`, B = 0); `r`, `alpha`
+    the adapter's rank and scale (default 8, 16 for a fresh adapter; with a checkpoint, None takes
+    its values and a different value is an error); `proj_dim`, `proj_seed`, `proj_nonzeros` the
+    projection; `max_length` tokens per example; `grad_type` "sgd" (plain gradients: validation
+    examples, or no warm-up state) or "adam" (LESS preconditioning with the checkpoint's Adam
+    moments); `max_batch_tokens` the token budget of one forward/backward pass (examples sorted
+    by length; rows also capped so their gradients fit GRADIENT_BUFFER_BYTES); `device`, `dtype`
+    as in `devices.py`. LoRA dropout is off while scoring (the model stays in eval mode).
+    `use_checkpoint` switches to another checkpoint of the same run without reloading the model.
     """
 
     def __init__(
@@ -359,51 +305,72 @@ class GradientFeaturizer:
         proj_nonzeros: int = 4,
         max_length: int = 2048,
         grad_type: str = "sgd",
-        batch_size: int = 4,
+        max_batch_tokens: int = 4096,
         init_seed: int = 0,
-        device: str = "cpu",
+        device: str = "auto",
+        dtype: str = "auto",
     ):
-        if grad_type not in ("sgd", "adam"):
-            raise ValueError(f"grad_type must be 'sgd' or 'adam', got {grad_type!r}")
-        if grad_type == "adam" and adapter_dir is None:
-            raise ValueError("grad_type 'adam' needs adapter_dir with a warm-up optimizer state")
-        self.model_source, self.grad_type, self.batch_size = str(model_source), grad_type, batch_size
-        self.adapter_dir = Path(adapter_dir) if adapter_dir is not None else None
-        self.max_length, self.proj_seed, self.init_seed, self.device = max_length, proj_seed, init_seed, device
-        base, self.tokenizer = load_causal_lm(model_source)
-        if self.adapter_dir is None:
-            self.r, self.alpha = r or 8, alpha or 16
-            self.model = attach_lora(base, r=self.r, alpha=self.alpha, dropout=0.0, init_seed=init_seed)
-        else:
-            self.model = self._load_adapter(base, r, alpha)
-        self.model.to(device).eval()
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        if adapter_dir is not None:
+            config = read_adapter_config(adapter_dir)
+            for label, wanted, stored in (("r", r, config["r"]), ("alpha", alpha, config["lora_alpha"])):
+                if wanted is not None and wanted != stored:
+                    raise ValueError(f"{adapter_dir}: adapter has {label}={stored}, but {label}={wanted} was asked")
+            r, alpha = config["r"], config["lora_alpha"]
+        self.model_source, self.max_batch_tokens = str(model_source), max_batch_tokens
+        self.max_length, self.proj_seed, self.init_seed = max_length, proj_seed, init_seed
+        self.r, self.alpha = r or 8, alpha or 16
+        base, self.tokenizer = load_causal_lm(model_source, dtype=self.dtype)
+        self.model = attach_lora(base, r=self.r, alpha=self.alpha, dropout=0.0, init_seed=init_seed)
+        self.model.to(self.device).eval()
         self.parameter_names = lora_parameter_names(self.model)
         trainable = set(self.parameter_names)
         for name, param in self.model.named_parameters():
             param.requires_grad_(name in trainable)
         self.gradient_dim = sum(p.numel() for n, p in self.model.named_parameters() if p.requires_grad)
         self.projection = SparseSignProjection(
-            self.gradient_dim, proj_dim, seed=proj_seed, nonzeros=proj_nonzeros, device=device
+            self.gradient_dim, proj_dim, seed=proj_seed, nonzeros=proj_nonzeros, device=self.device
         )
+        self.adapter_dir, self.grad_type, self.moments = None, "sgd", None
+        self.use_checkpoint(adapter_dir, grad_type)
+
+    def use_checkpoint(self, adapter_dir: Path | str | None, grad_type: str = "sgd") -> None:
+        """Load the LoRA weights of checkpoint `adapter_dir` (None keeps the current weights) and,
+        for grad_type "adam", its Adam moments. Raises ValueError for an unknown grad_type, for
+        "adam" without a checkpoint, or for a checkpoint of another rank or scale."""
+        if grad_type not in ("sgd", "adam"):
+            raise ValueError(f"grad_type must be 'sgd' or 'adam', got {grad_type!r}")
+        if adapter_dir is not None:
+            from peft.utils import set_peft_model_state_dict
+            from safetensors.torch import load_file
+
+            adapter_dir = Path(adapter_dir)
+            config = read_adapter_config(adapter_dir)
+            if (config["r"], config["lora_alpha"]) != (self.r, self.alpha):
+                raise ValueError(
+                    f"{adapter_dir}: adapter has r={config['r']}, alpha={config['lora_alpha']}, "
+                    f"the featurizer r={self.r}, alpha={self.alpha}"
+                )
+            weights = load_file(str(adapter_dir / "adapter_model.safetensors"))
+            result = set_peft_model_state_dict(self.model, weights, adapter_name=ADAPTER_NAME)
+            missing = [k for k in result.missing_keys if "lora_" in k]
+            if missing:
+                raise ValueError(f"{adapter_dir}: {len(missing)} LoRA tensors missing, e.g. {missing[0]!r}")
+            self.adapter_dir = adapter_dir
+        if grad_type == "adam" and self.adapter_dir is None:
+            raise ValueError("grad_type 'adam' needs adapter_dir with a warm-up optimizer state")
+        self.grad_type = grad_type
         self.moments = None
         if grad_type == "adam":
-            self.moments = tuple(t.to(device) for t in load_adam_moments(self.adapter_dir, self.parameter_names))
-
-    def _load_adapter(self, base, r: int | None, alpha: float | None):
-        from peft import PeftModel
-
-        config = json.loads((self.adapter_dir / "adapter_config.json").read_text())
-        for label, wanted, stored in (("r", r, config["r"]), ("alpha", alpha, config["lora_alpha"])):
-            if wanted is not None and wanted != stored:
-                raise ValueError(f"{self.adapter_dir}: adapter has {label}={stored}, but {label}={wanted} was asked")
-        self.r, self.alpha = config["r"], config["lora_alpha"]
-        return PeftModel.from_pretrained(base, str(self.adapter_dir), adapter_name=ADAPTER_NAME, is_trainable=True)
+            self.moments = tuple(t.to(self.device) for t in load_adam_moments(self.adapter_dir, self.parameter_names))
 
     def settings_key(self) -> str:
-        """Hash of every setting that changes the features (model source, adapter content, LoRA,
-        projection, max_length, grad_type, init seed); batch size and device are left out."""
+        """Hash of every setting that changes the features (model source, dtype, adapter content,
+        LoRA, projection, max_length, grad_type, init seed); batching and device are left out."""
         settings = {
             "model_source": self.model_source,
+            "dtype": self.dtype,
             "adapter": _adapter_fingerprint(self.adapter_dir),
             "r": self.r,
             "alpha": self.alpha,
@@ -420,18 +387,17 @@ class GradientFeaturizer:
         """(features, norms): unit-L2 projected features (n, proj_dim) float32 in input order, and
         the L2 norms of the projected vectors before normalisation (n,) (LESS's unnormalised copy).
 
-        Examples are sorted by token length, cut into batches of `batch_size`, and each batch's
-        gradients (Adam-preconditioned for grad_type "adam") are projected at once. A zero
+        Examples are sorted by token length and cut into batches by `max_batch_tokens`; each
+        batch's gradients (Adam-preconditioned for grad_type "adam") are projected at once. A zero
         gradient gives a zero feature and norm 0.
         """
         encoded = [encode_example(self.tokenizer, example, self.max_length) for example in examples]
-        order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i][0]), i))
         vectors = torch.zeros((len(encoded), self.projection.output_dim), dtype=torch.float32)
         norms = torch.zeros(len(encoded), dtype=torch.float32)
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start : start + self.batch_size]
+        max_rows = max(1, GRADIENT_BUFFER_BYTES // (4 * self.gradient_dim))
+        for rows in token_batches([len(ids) for ids, _ in encoded], self.max_batch_tokens, max_rows):
             batch = pad_batch([encoded[i] for i in rows], self.tokenizer.pad_token_id, self.device)
-            grads = per_example_lora_gradients(self.model, *batch)
+            grads = per_example_lora_gradients(self.model, *batch).float()
             if self.moments is not None:
                 grads = adam_precondition(grads, *self.moments)
             projected = self.projection.project(grads)
@@ -449,7 +415,7 @@ def _examples_key(examples: Sequence[Example]) -> str:
     return stable_hash(*(part for e in examples for part in (e.example_id, e.prompt, e.response)))
 
 
-def _write_atomically(path: Path, write) -> None:
+def write_atomically(path: Path, write) -> None:
     """Call write(file) on a temporary file beside `path`, fsync it, then rename it over `path`."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as handle:
@@ -496,7 +462,7 @@ def compute_feature_shards(
         "n_examples": len(examples),
         "shards": [p.name for p in paths],
     }
-    _write_atomically(out_dir / MANIFEST_FILE, lambda f: f.write(json.dumps(manifest, indent=2).encode()))
+    write_atomically(out_dir / MANIFEST_FILE, lambda f: f.write(json.dumps(manifest, indent=2).encode()))
     for path, chunk in zip(paths, chunks):
         key = _examples_key(chunk)
         if _shard_is_current(path, settings, key):
@@ -509,7 +475,7 @@ def compute_feature_shards(
             "settings_key": np.array(settings),
             "examples_key": np.array(key),
         }
-        _write_atomically(path, lambda f, arrays=arrays: np.savez(f, **arrays))
+        write_atomically(path, lambda f, arrays=arrays: np.savez(f, **arrays))
     return paths
 
 
@@ -533,60 +499,3 @@ def load_features(out_dir: Path | str) -> tuple[list[str], np.ndarray]:
             ids.extend(str(i) for i in shard["ids"])
             blocks.append(shard["features"])
     return ids, (np.concatenate(blocks) if blocks else np.zeros((0, 0), np.float32))
-
-
-@dataclass(frozen=True)
-class FeatureSettings:
-    """How features are computed (METHODS.md §5.5): the scoring model, LoRA rank/alpha, projection
-    dimension and seed, truncation, shard size; `warmup_steps` > 0 trains a LoRA warm-up on
-    `warmup_fraction` of the training rows first and gives Adam-preconditioned training features."""
-
-    model: str = EMBEDDED
-    lora_r: int = 8
-    lora_alpha: int = 16
-    proj_dim: int = 8192
-    proj_seed: int = 0
-    max_length: int = 2048
-    shard_size: int = 16
-    warmup_steps: int = 0
-    warmup_fraction: float = 0.05
-    warmup_lr: float = 2e-5
-    seed: int = 0
-
-
-def compute_train_and_val_features(
-    train: Sequence[Example], val: Sequence[Example], root: Path, settings: FeatureSettings
-) -> dict[str, int | str]:
-    """Features of the training rows (`root/train`) and the validation set (`root/val`), in
-    resumable shards, after the optional warm-up (`root/warmup`). Output: counts of examples and
-    shards per split and `grad_type_train` ("adam" after a warm-up, else "sgd")."""
-    adapter = None
-    if settings.warmup_steps:
-        rng = np.random.default_rng(settings.seed)
-        chosen = rng.choice(len(train), max(1, int(len(train) * settings.warmup_fraction)), replace=False)
-        adapter = warmup_lora(
-            settings.model,
-            [train[i] for i in sorted(chosen)],
-            root / "warmup",
-            steps=settings.warmup_steps,
-            lr=settings.warmup_lr,
-            r=settings.lora_r,
-            alpha=settings.lora_alpha,
-            seed=settings.seed,
-        )
-    common = dict(
-        model_source=settings.model,
-        adapter_dir=adapter,
-        r=settings.lora_r,
-        alpha=settings.lora_alpha,
-        proj_dim=settings.proj_dim,
-        proj_seed=settings.proj_seed,
-        max_length=settings.max_length,
-    )
-    report: dict[str, int | str] = {"grad_type_train": "adam" if adapter else "sgd"}
-    for split, examples, grad_type in (("train", train, report["grad_type_train"]), ("val", val, "sgd")):
-        shards = compute_feature_shards(
-            GradientFeaturizer(grad_type=grad_type, **common), examples, root / split, shard_size=settings.shard_size
-        )
-        report[f"{split}_examples"], report[f"{split}_shards"] = len(examples), len(shards)
-    return report

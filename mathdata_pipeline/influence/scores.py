@@ -21,10 +21,17 @@ import numpy as np
 import pyarrow as pa
 
 from mathdata_pipeline.common.text import stable_hash
-from mathdata_pipeline.influence.gradient_features import Example, encode_example, pad_batch, response_losses
+from mathdata_pipeline.influence.gradient_features import (
+    Example,
+    encode_example,
+    pad_batch,
+    response_losses,
+    token_batches,
+)
 
 RULES = ("combined", "low_benefit", "high_harm")
 FUSIONS = ("difference", "min")
+AGGREGATES = ("mean", "max")
 
 
 @dataclass(frozen=True)
@@ -49,39 +56,92 @@ def _check_matrix(name: str, matrix: np.ndarray, dim: int | None = None) -> np.n
     return matrix
 
 
+def _aggregate(products: np.ndarray, groups: Sequence[str] | None, aggregate: str) -> np.ndarray:
+    """(n, m) inner products -> (n,): the mean over the m queries, or the max over query groups of
+    the mean within each group (each query its own group when `groups` is None)."""
+    if aggregate == "mean":
+        return products.mean(axis=1)
+    if groups is None:
+        return products.max(axis=1)
+    labels, index = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)
+    sums = np.zeros((products.shape[0], labels.size))
+    np.add.at(sums.T, index, products.T)
+    return (sums / np.bincount(index, minlength=labels.size)).max(axis=1)
+
+
 def influence_scores(
     train_features: np.ndarray,
     val_correct_features: np.ndarray,
     val_incorrect_features: np.ndarray,
     aggregate: str = "mean",
+    *,
+    correct_groups: Sequence[str] | None = None,
+    incorrect_groups: Sequence[str] | None = None,
 ) -> InfluenceScores:
     """s_C(d) and s_I(d) of every training row d (see the module doc for the sign convention).
 
     Inputs: (n, k) training features and (n_C, k), (n_I, k) reference features, normally unit
     vectors, so inner products are cosines (LESS). `aggregate` over the queries of each set:
-    "mean" (METHODS §5.4) or "max" (LESS's max over subsets with every query its own subset).
-    An empty set gives an all-NaN score and a note.
+    "mean" (METHODS §5.4) or "max" (LESS's max over subsets of the mean within a subset; the
+    subsets are `correct_groups` / `incorrect_groups`, one label per query, e.g. the validation
+    problem, and each query is its own subset when they are None). An empty set gives an all-NaN
+    score and a note.
     """
-    if aggregate not in ("mean", "max"):
-        raise ValueError(f"aggregate must be 'mean' or 'max', got {aggregate!r}")
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
     train = _check_matrix("train_features", train_features)
     scores, notes = [], []
-    for label, name, matrix in (
-        ("V_C", "val_correct_features", val_correct_features),
-        ("V_I", "val_incorrect_features", val_incorrect_features),
+    for label, name, matrix, groups in (
+        ("V_C", "val_correct_features", val_correct_features, correct_groups),
+        ("V_I", "val_incorrect_features", val_incorrect_features, incorrect_groups),
     ):
         queries = _check_matrix(
             name, np.asarray(matrix).reshape(-1, train.shape[1]) if np.size(matrix) == 0 else matrix, train.shape[1]
         )
+        if groups is not None and len(groups) != queries.shape[0]:
+            raise ValueError(f"{name}: {queries.shape[0]} rows but {len(groups)} group labels")
         if queries.shape[0] == 0:
             scores.append(np.full(train.shape[0], np.nan))
             notes.append(
                 f"{label} is empty: its score is NaN for every example and rank fusion uses the other score alone"
             )
             continue
-        products = train @ queries.T
-        scores.append(products.mean(axis=1) if aggregate == "mean" else products.max(axis=1))
+        scores.append(_aggregate(train @ queries.T, groups, aggregate))
     return InfluenceScores(scores[0], scores[1], notes)
+
+
+def checkpoint_influence(
+    checkpoints: Sequence[tuple[float, np.ndarray, np.ndarray]],
+    correct: np.ndarray,
+    groups: Sequence[str],
+    aggregate: str = "mean",
+) -> InfluenceScores:
+    """LESS's checkpoint sum: s(d) = sum_i w_i * agg_i(d), where agg_i is `influence_scores` on
+    checkpoint i's features.
+
+    Inputs: per checkpoint (weight w_i, (n, k) training features, (m, k) validation features),
+    the validation rows in the same order everywhere; `correct` (m,) booleans splitting V into
+    V_C and V_I; `groups` (m,) the subset label of each validation row (used by "max").
+    """
+    if not checkpoints:
+        raise ValueError("no checkpoint features to score")
+    correct = np.asarray(correct, dtype=bool)
+    labels = np.asarray(groups, dtype=object)
+    s_c, s_i, notes = 0.0, 0.0, []
+    for weight, train, val in checkpoints:
+        if np.shape(val)[0] != correct.size:
+            raise ValueError(f"{np.shape(val)[0]} validation features but {correct.size} correctness labels")
+        part = influence_scores(
+            train,
+            val[correct],
+            val[~correct],
+            aggregate,
+            correct_groups=list(labels[correct]),
+            incorrect_groups=list(labels[~correct]),
+        )
+        s_c, s_i = s_c + weight * part.s_c, s_i + weight * part.s_i
+        notes = notes or part.notes
+    return InfluenceScores(np.asarray(s_c, dtype=np.float64), np.asarray(s_i, dtype=np.float64), notes)
 
 
 def percentile_ranks(x: np.ndarray) -> np.ndarray:
@@ -218,19 +278,18 @@ def prune_by_score(ids: Sequence[str], scores: np.ndarray, fraction: float, keep
 
 
 def perplexity_scores(
-    model, tokenizer, examples: Sequence[Example], *, max_length: int = 2048, batch_size: int = 8
+    model, tokenizer, examples: Sequence[Example], *, max_length: int = 2048, max_batch_tokens: int = 4096
 ) -> np.ndarray:
     """Mean response-token NLL (log perplexity) of each example under `model` (the scoring model,
-    from `load_causal_lm`), with the same tokenization and truncation as the gradient features."""
+    on its device, from `load_causal_lm`), with the same tokenization and truncation as the
+    gradient features; batches are cut by the token budget `max_batch_tokens`."""
     import torch
 
     device = next(model.parameters()).device
     encoded = [encode_example(tokenizer, example, max_length) for example in examples]
-    order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i][0]), i))
     out = np.zeros(len(encoded))
     with torch.no_grad():
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
+        for rows in token_batches([len(ids) for ids, _ in encoded], max_batch_tokens):
             batch = pad_batch([encoded[i] for i in rows], tokenizer.pad_token_id, str(device))
             out[rows] = response_losses(model, *batch).cpu().numpy()
     return out
@@ -258,30 +317,63 @@ def random_scores(ids: Sequence[str], seed: int = 0) -> np.ndarray:
     return np.array([int(stable_hash("random-score", str(seed), str(i)), 16) / 16**16 for i in ids])
 
 
+SCORE_SCHEMA = pa.schema(
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("heldout", pa.bool_(), nullable=False),
+        pa.field("s_correct", pa.float32()),
+        pa.field("s_incorrect", pa.float32()),
+        pa.field("s_correct_max", pa.float32()),
+        pa.field("s_incorrect_max", pa.float32()),
+        pa.field("fused_rank", pa.float32()),
+        pa.field("perplexity", pa.float32()),
+        pa.field("embedding_similarity", pa.float32()),
+        pa.field("random", pa.float32()),
+    ]
+)
+
+
 def influence_table(
     train_ids: Sequence[str],
-    train: np.ndarray,
-    val_ids: Sequence[str],
-    val: np.ndarray,
-    correct: dict[str, bool],
+    checkpoints: Sequence[tuple[float, np.ndarray, np.ndarray]],
+    correct: np.ndarray,
+    groups: Sequence[str],
     *,
     perplexity: np.ndarray,
     similarity: np.ndarray,
+    heldout_ids: Sequence[str] = (),
 ) -> tuple[pa.Table, list[str]]:
-    """The `influence_scores` table: per training row s_C (toward V_C), s_I (toward V_I), their
-    fused rank, and the baselines (perplexity, embedding similarity, random). Inputs: training and
-    validation ids and features; {validation id: correct}; the baseline scores aligned with
-    `train_ids`. Output: (table, notes about missing validation sides)."""
-    mask = np.asarray([correct[i] for i in val_ids], dtype=bool)
-    scores = influence_scores(train, val[mask], val[~mask])
-    return pa.table(
+    """The `influence_scores` table (SCORE_SCHEMA): per training row s_C and s_I with the mean
+    aggregate (`s_correct`, `s_incorrect`) and LESS's max over validation problems
+    (`s_correct_max`, `s_incorrect_max`), each summed over checkpoints with their weights
+    (`checkpoint_influence`), the fused rank of the mean scores (difference fusion), and the
+    baselines (perplexity, embedding similarity, random). Rows of `heldout_ids` (training rows
+    whose problem is in V) follow with `heldout` true and no scores, so a pruning spec can drop
+    them. Output: (table, notes about missing validation sides)."""
+    mean = checkpoint_influence(checkpoints, correct, groups, "mean")
+    best = checkpoint_influence(checkpoints, correct, groups, "max")
+    n, held = len(train_ids), list(heldout_ids)
+
+    def column(values) -> pa.Array:
+        return pa.array(
+            np.concatenate([np.asarray(values, dtype=np.float32), np.full(len(held), np.nan, np.float32)]),
+            pa.float32(),
+            from_pandas=True,
+        )
+
+    table = pa.table(
         {
-            "sample_id": list(train_ids),
-            "perplexity": pa.array(perplexity, pa.float32()),
-            "s_correct": pa.array(scores.s_c, pa.float32()),
-            "s_incorrect": pa.array(scores.s_i, pa.float32()),
-            "fused_rank": pa.array(fuse_ranks(scores.s_c, scores.s_i), pa.float32()),
-            "embedding_similarity": pa.array(similarity, pa.float32()),
-            "random": pa.array(random_scores(train_ids, 0), pa.float32()),
-        }
-    ), list(scores.notes)
+            "sample_id": list(train_ids) + held,
+            "heldout": [False] * n + [True] * len(held),
+            "s_correct": column(mean.s_c),
+            "s_incorrect": column(mean.s_i),
+            "s_correct_max": column(best.s_c),
+            "s_incorrect_max": column(best.s_i),
+            "fused_rank": column(fuse_ranks(mean.s_c, mean.s_i) if n else []),
+            "perplexity": column(perplexity),
+            "embedding_similarity": column(similarity),
+            "random": column(random_scores(train_ids, 0)),
+        },
+        schema=SCORE_SCHEMA,
+    )
+    return table, list(mean.notes)

@@ -18,17 +18,31 @@ from mathdata_pipeline.common.text import stable_hash
 from mathdata_pipeline.mixtures.licenses import HUB_LICENSES, NOT_A_LICENSE, normalize_license
 from mathdata_pipeline.sources.readers import InputError
 
+Origin = Literal["seed", "augmented", "synthesized", "open", "general"]
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class InfluencePrune(_Strict):
-    """Prune selected reasoning rows by `influence_scores`: `fraction` in [0, 1); rule low_benefit |
-    high_harm | combined (METHODS.md §5.4)."""
+    """Prune the selected reasoning rows by a score of `influence_scores` (METHODS.md §5.4, baselines in its step 7).
 
-    fraction: float = Field(default=0.0, ge=0.0, lt=1.0)
+    `fraction` of the scored selected rows is dropped (floor), and in a pruning spec every
+    selected row whose problem is in the influence validation set V is dropped as held out.
+    `by`: "influence" (s_C / s_I) or a baseline at the same pruned size: "perplexity",
+    "embedding_similarity", "random". Influence: `rule` low_benefit (lowest s_C) | high_harm
+    (highest s_I) | combined (lowest fused rank); `aggregate` over V: mean | max (LESS's max over
+    validation problems); `fusion` of the two ranks: difference (r_C - r_I) | min (min(r_C, 1 - r_I)).
+    Baselines: `keep` high | low | middle values of the score (perplexity: low or middle).
+    """
+
+    fraction: float = Field(default=0.0, ge=0.0, lt=1.0, description="share of the scored selected rows to drop")
+    by: Literal["influence", "perplexity", "embedding_similarity", "random"] = "influence"
     rule: Literal["low_benefit", "high_harm", "combined"] = "combined"
+    aggregate: Literal["mean", "max"] = "mean"
+    fusion: Literal["difference", "min"] = "difference"
+    keep: Literal["high", "low", "middle"] = "high"
 
 
 class KindSpec(_Strict):
@@ -46,9 +60,11 @@ class KindSpec(_Strict):
     """
 
     sources: list[str] = Field(default_factory=list, description="sources to draw from; empty = all")
-    origins: list[str] = Field(
+    origins: list[Origin] = Field(
         default_factory=list,
-        description="origins to draw from (seed, dart, mugglemath, synthesized, open, general); empty = all",
+        description="origins of the rows' questions to draw from: seed (a seed problem, answered by its reference "
+        "or by DART samples), augmented (MuggleMath), synthesized (ScaleQuest), open (candidate pools), "
+        "general; empty = all",
     )
     selection_ratio: float = Field(default=0.5, ge=0.0, le=1.0, description="share of eligible candidates kept")
     combine_rule: Literal["filter_then_kcenter", "weighted"] = "filter_then_kcenter"

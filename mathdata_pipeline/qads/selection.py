@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mathdata_pipeline.mixtures.spec import KindSpec, MixtureSpec
+from mathdata_pipeline.mixtures.spec import InfluencePrune, KindSpec, MixtureSpec
 from mathdata_pipeline.qads.kcenter import KCenterResult, kcenter_greedy
 
 DECISION_SCHEMA = pa.schema(
@@ -194,42 +194,25 @@ def select(
 
 
 def apply_influence_prune(
-    decisions: pa.Table, scores: pa.Table, fraction: float, rule: str
+    decisions: pa.Table, scores: pa.Table, prune: InfluencePrune
 ) -> tuple[pa.Table, dict[str, int]]:
-    """Prune the selected rows of `decisions` by influence (after QaDS, METHODS.md §5.4).
+    """Prune the selected rows of `decisions` by influence or a baseline (after QaDS, METHODS.md §5.4).
 
-    Inputs: reasoning decisions; `influence_scores` rows (`sample_id`, `s_correct`,
-    `s_incorrect`, `fused_rank`); `fraction` of the scored selected rows to drop; `rule`
-    (low_benefit | high_harm | combined). Selected rows without a score are kept and counted.
-    Output: (decisions with `selected`, `decision` and `influence_score` updated, counts).
+    Inputs: reasoning decisions; the `influence_scores` table; the spec's `InfluencePrune`
+    (see `influence.pruning.decide_pruning`: held-out rows dropped, then `fraction` of the scored
+    selected rows by `by`). Output: (decisions with `selected`, `decision` and `influence_score`
+    (the score that decided) updated, counts).
     """
-    from mathdata_pipeline.influence.scores import prune
+    from mathdata_pipeline.influence.pruning import decide_pruning
 
-    by_id = {r["sample_id"]: r for r in scores.to_pylist()}
     rows = decisions.to_pylist()
-    chosen = [i for i, r in enumerate(rows) if r["selected"] and r["candidate_id"] in by_id]
-    counts = {
-        "influence_scored": len(chosen),
-        "influence_unscored": sum(r["selected"] for r in rows) - len(chosen),
-        "influence_pruned": 0,
-    }
+    result = decide_pruning([r["candidate_id"] for r in rows if r["selected"]], scores, prune)
     for r in rows:
-        if r["candidate_id"] in by_id:
-            r["influence_score"] = by_id[r["candidate_id"]]["fused_rank"]
-    if chosen and fraction > 0:
-        ids = [rows[i]["candidate_id"] for i in chosen]
-        keep, reasons = prune(
-            ids,
-            np.asarray([by_id[c]["s_correct"] for c in ids], dtype=np.float64),
-            np.asarray([by_id[c]["s_incorrect"] for c in ids], dtype=np.float64),
-            fraction,
-            rule=rule,
-        )
-        for i, kept, reason in zip(chosen, keep, reasons):
-            if not kept:
-                rows[i]["selected"], rows[i]["decision"] = False, f"pruned by influence ({rule}): {reason}"
-                counts["influence_pruned"] += 1
-    return pa.Table.from_pylist(rows, schema=DECISION_SCHEMA), counts
+        if r["candidate_id"] in result.dropped:
+            r["influence_score"] = result.scores[r["candidate_id"]]
+            if result.dropped[r["candidate_id"]]:
+                r["selected"], r["decision"] = False, result.reasons[r["candidate_id"]]
+    return pa.Table.from_pylist(rows, schema=DECISION_SCHEMA), result.counts
 
 
 def kind_candidates(
@@ -305,7 +288,7 @@ def decide_spec(
     if prune.fraction > 0:
         if influence is None:
             raise ValueError("the spec prunes by influence but influence_scores was never materialized")
-        decided, counts = apply_influence_prune(decided, influence, prune.fraction, prune.rule)
+        decided, counts = apply_influence_prune(decided, influence, prune)
     general = kind_candidates(embeddings, matrix, quality, spec.general, "general")
     budget = general_budget(
         int(np.sum(decided.column("selected").to_numpy(zero_copy_only=False))),

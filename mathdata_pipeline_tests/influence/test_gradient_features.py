@@ -1,10 +1,9 @@
-"""Gradient features: batched per-example LoRA gradients against plain autograd, the Adam feature,
-the warm-up's name-keyed state, the sparse projection, resumable shards, and one real SmolLM2 run."""
+"""Gradient features: batched per-example LoRA gradients against plain autograd, token-budget
+batches, bfloat16 against float32, the Adam feature from a warm-up checkpoint, the sparse
+projection, resumable shards, and one real SmolLM2 run."""
 
 from __future__ import annotations
 
-import gzip
-import json
 import os
 import signal
 import subprocess
@@ -17,6 +16,7 @@ import pytest
 import torch
 
 from mathdata_pipeline.common.templates import get_template
+from mathdata_pipeline.influence.devices import resolve_device, resolve_dtype
 from mathdata_pipeline.influence.gradient_features import (
     OPTIMIZER_STATE_FILE,
     Example,
@@ -25,55 +25,12 @@ from mathdata_pipeline.influence.gradient_features import (
     compute_feature_shards,
     encode_example,
     load_features,
-    warmup_lora,
+    token_batches,
 )
+from mathdata_pipeline.influence.warmup import warmup_lora
+from mathdata_pipeline_tests.influence.conftest import gsm8k_rows
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def gsm8k_rows(data_root: Path, n: int) -> list[dict]:
-    """The first `n` GSM8K train rows."""
-    with gzip.open(data_root / "gsm8k" / "gsm8k_train.jsonl.gz", "rt", encoding="utf-8") as handle:
-        return [json.loads(next(handle)) for _ in range(n)]
-
-
-def build_tiny_causal_lm(folder: Path, texts: list[str]) -> Path:
-    """Save a tiny random LlamaForCausalLM (2 layers, hidden 64) and a 512-token byte-level BPE
-    tokenizer trained on `texts` to `folder`, loadable by `load_causal_lm(folder)`."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(
-        texts,
-        trainers.BpeTrainer(
-            vocab_size=512, special_tokens=["<unk>", "<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-        ),
-    )
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<eos>", unk_token="<unk>", pad_token="<eos>")
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def tiny_lm(tmp_path_factory, data_root) -> Path:
-    rows = gsm8k_rows(data_root, 200)
-    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny_lm"), [r["question"] + r["answer"] for r in rows])
 
 
 @pytest.fixture(scope="module")
@@ -109,10 +66,11 @@ def project_and_normalise(featurizer: GradientFeaturizer, vectors: np.ndarray) -
 
 
 def test_batched_features_equal_per_example_autograd(tiny_lm, gsm8k_examples):
-    featurizer = GradientFeaturizer(str(tiny_lm), proj_dim=512, max_length=200, batch_size=3)
+    featurizer = GradientFeaturizer(str(tiny_lm), proj_dim=512, max_length=200, max_batch_tokens=600)
     examples = gsm8k_examples[:5]
     lengths = [len(encode_example(featurizer.tokenizer, e, 200)[0]) for e in examples]
     assert len(set(lengths)) > 1 and 200 in lengths, "the batch must mix lengths and include a truncated example"
+    assert max(len(b) for b in token_batches(lengths, 600)) > 1, "some batch must hold several examples"
     vectors, norms = featurizer.features_with_norms(examples)
     grads = np.stack([hand_gradients(featurizer, e) for e in examples])
     expected, expected_norms = project_and_normalise(featurizer, grads)
@@ -125,17 +83,73 @@ def test_batched_features_equal_per_example_autograd(tiny_lm, gsm8k_examples):
     assert not first_a.any() and np.abs(first_b).max() > 0
 
 
+def test_token_batches_respect_the_budget():
+    lengths = [5, 30, 10, 10, 50, 12]
+    batches = token_batches(lengths, 40)
+    assert sorted(i for b in batches for i in b) == list(range(6))
+    assert batches[0] == [0, 2, 3]  # 5, 10, 10: three rows of at most 10 tokens = 30 <= 40
+    for batch in batches:
+        assert len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) <= 40
+    assert [4] in batches, "an example over the budget gets a batch of its own"
+    assert all(len(b) <= 2 for b in token_batches(lengths, 1000, max_rows=2))
+
+
+def test_auto_device_and_dtype():
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_dtype("auto", "cuda") == "bfloat16" and resolve_dtype("auto", "cpu") == "float32"
+    assert resolve_dtype("float16", "cpu") == "float16"
+    with pytest.raises(ValueError, match="dtype must be"):
+        resolve_dtype("int8", "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="torch sees no CUDA GPU"):
+            resolve_device("cuda")
+
+
+def test_bfloat16_features_agree_with_float32(tiny_lm, gsm8k_examples):
+    examples = gsm8k_examples[:4]
+    full = GradientFeaturizer(str(tiny_lm), proj_dim=512, max_length=160, device="cpu", dtype="float32")
+    half = GradientFeaturizer(str(tiny_lm), proj_dim=512, max_length=160, device="cpu", dtype="bfloat16")
+    assert next(half.model.base_model.model.parameters()).dtype == torch.bfloat16
+    assert half.settings_key() != full.settings_key()
+    cosines = np.sum(full.features(examples) * half.features(examples), axis=1)
+    assert cosines.min() > 0.97, cosines
+
+
+@pytest.mark.gpu
+def test_cuda_bfloat16_features_agree_with_cpu(tiny_lm, gsm8k_examples):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    examples = gsm8k_examples[:4]
+    cpu = GradientFeaturizer(str(tiny_lm), proj_dim=512, max_length=160, device="cpu")
+    gpu = GradientFeaturizer(str(tiny_lm), proj_dim=512, max_length=160)  # auto: cuda, bfloat16
+    assert gpu.device == "cuda" and gpu.dtype == "bfloat16"
+    assert np.sum(cpu.features(examples) * gpu.features(examples), axis=1).min() > 0.97
+
+
 def test_warmup_state_and_adam_features_match_hand_computation(tiny_lm, gsm8k_examples, tmp_path):
-    adapter = warmup_lora(str(tiny_lm), gsm8k_examples, tmp_path / "warm", steps=3, lr=1e-2, max_length=160, seed=0)
-    info = json.loads((adapter / "warmup.json").read_text())
-    assert info["mean_lr"] == pytest.approx(1e-2 * (0 + 1 + 0.5) / 3)  # linear schedule: warm-up 1 step, decay
+    (checkpoint,) = warmup_lora(
+        str(tiny_lm),
+        gsm8k_examples,
+        tmp_path / "warm",
+        epochs=1,
+        batch_size=2,
+        lr=1e-2,
+        r=8,
+        alpha=16,
+        max_length=160,
+        seed=0,
+        device="cpu",
+    )
+    adapter = checkpoint.path
+    # 7 examples in batches of 2 = 4 steps; linear schedule: warm-up 1 step, then decay over 3.
+    assert checkpoint.step == 4 and checkpoint.mean_lr == pytest.approx(1e-2 * (0 + 1 + 2 / 3 + 1 / 3) / 4)
     state = torch.load(adapter / OPTIMIZER_STATE_FILE, weights_only=True)
 
-    featurizer = GradientFeaturizer(str(tiny_lm), adapter, proj_dim=512, max_length=160, batch_size=2, grad_type="adam")
+    featurizer = GradientFeaturizer(str(tiny_lm), adapter, proj_dim=512, max_length=160, grad_type="adam")
     params = dict(featurizer.model.named_parameters())
     assert list(state) == featurizer.parameter_names
     for name in featurizer.parameter_names:
-        assert state[name]["exp_avg"].shape == params[name].shape and int(state[name]["step"]) == 3
+        assert state[name]["exp_avg"].shape == params[name].shape and int(state[name]["step"]) == 4
     assert any(params[n].abs().max() > 0 for n in featurizer.parameter_names if "lora_B" in n), "warm-up moved B"
 
     # A hand-made Adam state (random moments) replaces the warm-up's, keyed by name.
@@ -153,7 +167,7 @@ def test_warmup_state_and_adam_features_match_hand_computation(tiny_lm, gsm8k_ex
         for name, a, b in zip(featurizer.parameter_names, offsets[:-1], offsets[1:])
     }
     torch.save(hand_state, adapter / OPTIMIZER_STATE_FILE)
-    featurizer = GradientFeaturizer(str(tiny_lm), adapter, proj_dim=512, max_length=160, batch_size=2, grad_type="adam")
+    featurizer = GradientFeaturizer(str(tiny_lm), adapter, proj_dim=512, max_length=160, grad_type="adam")
     examples = gsm8k_examples[:3]
     grads = np.stack([hand_gradients(featurizer, e) for e in examples])
     assert np.abs(grads[:, : featurizer.r * 64]).max() > 0, "after a warm-up the A gradients are not zero"
@@ -171,6 +185,8 @@ def test_bad_inputs_are_named(tiny_lm, tmp_path):
         featurizer.features([Example("e2", "a long prompt " * 10, "2")])
     with pytest.raises(ValueError, match="adapter_dir"):
         GradientFeaturizer(str(tiny_lm), grad_type="adam")
+    with pytest.raises(ValueError, match="adapter_config.json: missing"):
+        featurizer.use_checkpoint(tmp_path, "adam")
     with pytest.raises(ValueError, match="multiple"):
         SparseSignProjection(100, 10, nonzeros=4)
 
@@ -227,7 +243,7 @@ class HangsAfterFirstShardFeaturizer(GradientFeaturizer):
         return super().features_with_norms(examples)
 
 examples = [Example(f"ex-{{i}}", f"Question {{i}}: what is {{i}} plus {{i}}?", f"It is {{2 * i}}.") for i in range(7)]
-featurizer = HangsAfterFirstShardFeaturizer({model!r}, proj_dim=128, max_length=48, batch_size=2)
+featurizer = HangsAfterFirstShardFeaturizer({model!r}, proj_dim=128, max_length=48, max_batch_tokens=64)
 compute_feature_shards(featurizer, examples, {out!r}, shard_size=3)
 """
 
@@ -259,7 +275,7 @@ def test_shards_resume_after_kill_and_recompute_on_settings_change(tiny_lm, tmp_
     first = (killed / "shard-00000.npz").stat()
 
     examples = [Example(f"ex-{i}", f"Question {i}: what is {i} plus {i}?", f"It is {2 * i}.") for i in range(7)]
-    featurizer = GradientFeaturizer(str(tiny_lm), proj_dim=128, max_length=48, batch_size=2)
+    featurizer = GradientFeaturizer(str(tiny_lm), proj_dim=128, max_length=48, max_batch_tokens=64)
     paths = compute_feature_shards(featurizer, examples, killed, shard_size=3)
     assert [p.name for p in paths] == ["shard-00000.npz", "shard-00001.npz", "shard-00002.npz"]
     again = (killed / "shard-00000.npz").stat()
@@ -271,7 +287,7 @@ def test_shards_resume_after_kill_and_recompute_on_settings_change(tiny_lm, tmp_
     np.testing.assert_allclose(resumed, uninterrupted, atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(resumed, axis=1), 1, atol=1e-5)
 
-    other = GradientFeaturizer(str(tiny_lm), proj_dim=128, proj_seed=1, max_length=48, batch_size=2)
+    other = GradientFeaturizer(str(tiny_lm), proj_dim=128, proj_seed=1, max_length=48, max_batch_tokens=64)
     assert other.settings_key() != featurizer.settings_key()
     compute_feature_shards(other, examples, killed, shard_size=3)
     assert (killed / "shard-00000.npz").stat().st_mtime_ns != first.st_mtime_ns
@@ -283,7 +299,7 @@ def test_embedded_smollm2_gives_finite_unit_features(data_root):
     template = get_template("alpaca")
     rows = sorted(gsm8k_rows(data_root, 40), key=lambda r: len(r["question"] + r["answer"]))[:4]
     examples = [Example(f"g{i}", template.prompt(r["question"]), r["answer"]) for i, r in enumerate(rows)]
-    featurizer = GradientFeaturizer("embedded", proj_dim=1024, max_length=128, batch_size=4)
+    featurizer = GradientFeaturizer("embedded", proj_dim=1024, max_length=128, max_batch_tokens=512)
     assert featurizer.gradient_dim == 921_600  # 30 layers x (A: 4 x 8 x 576, B: (576 + 192 + 192 + 576) x 8)
     vectors, norms = featurizer.features_with_norms(examples)
     assert vectors.shape == (4, 1024) and np.isfinite(vectors).all() and (norms > 0).all()

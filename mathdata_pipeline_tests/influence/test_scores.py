@@ -1,27 +1,36 @@
-"""Influence scores, rank fusion and pruning arithmetic on hand-made inputs, and the baselines and an
-end-to-end score on a tiny real model."""
+"""Influence scores (mean and max aggregates, the checkpoint sum), rank fusion and pruning
+arithmetic on hand-made inputs, the baselines, and the first-order claim behind influence on a
+tiny real model."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from mathdata_pipeline.common.hf_models import load_causal_lm
-from mathdata_pipeline.influence.gradient_features import Example, GradientFeaturizer
+from mathdata_pipeline.influence.gradient_features import (
+    Example,
+    GradientFeaturizer,
+    encode_example,
+    pad_batch,
+    response_losses,
+)
 from mathdata_pipeline.influence.scores import (
+    SCORE_SCHEMA,
+    checkpoint_influence,
     embedding_similarity,
     fuse_ranks,
     influence_scores,
+    influence_table,
     percentile_ranks,
     perplexity_scores,
     prune,
     prune_by_score,
     random_scores,
 )
-from mathdata_pipeline_tests.influence.test_gradient_features import build_tiny_causal_lm, gsm8k_rows
+from mathdata_pipeline.influence.warmup import warmup_lora
+from mathdata_pipeline_tests.influence.conftest import gsm8k_rows
 
 TRAIN = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
 V_C = np.array([[1.0, 0.0], [0.6, 0.8]])
@@ -115,19 +124,13 @@ def test_random_and_embedding_baselines():
         embedding_similarity(np.array([[1.0, 0.0], [0.0, 0.0]]), np.array([[1.0, 0.0]]))
 
 
-@pytest.fixture(scope="module")
-def tiny_lm(tmp_path_factory, data_root) -> Path:
-    rows = gsm8k_rows(data_root, 200)
-    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny_lm"), [r["question"] + r["answer"] for r in rows])
-
-
 def test_perplexity_scores_equal_hf_loss(tiny_lm):
     model, tokenizer = load_causal_lm(str(tiny_lm))
     examples = [
         Example("p1", "What is 2 plus 3? ", "2 plus 3 is 5."),
         Example("p2", "Add 10 and 4. ", "The sum is 14."),
     ]
-    scores = perplexity_scores(model, tokenizer, examples, batch_size=2)
+    scores = perplexity_scores(model, tokenizer, examples, max_batch_tokens=64)
     for score, example in zip(scores, examples):
         prompt = tokenizer(example.prompt, add_special_tokens=False).input_ids
         ids = prompt + tokenizer(example.response, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
@@ -138,14 +141,98 @@ def test_perplexity_scores_equal_hf_loss(tiny_lm):
         assert score == pytest.approx(loss.item(), rel=1e-5)
 
 
-def test_training_copy_of_a_correct_reference_scores_highest(tiny_lm, data_root):
-    rows = gsm8k_rows(data_root, 6)
-    examples = [Example(f"t{i}", f"Question: {r['question']}\nAnswer: ", r["answer"]) for i, r in enumerate(rows)]
-    featurizer = GradientFeaturizer(str(tiny_lm), proj_dim=1024, max_length=200, batch_size=3)
-    train = featurizer.features(examples)
-    correct = featurizer.features([Example("v0", examples[2].prompt, examples[2].response)])
-    wrong = featurizer.features([Example("v1", examples[4].prompt, "The answer is 7.\n#### 7")])
-    scores = influence_scores(train, correct, wrong)
-    assert int(np.argmax(scores.s_c)) == 2 and scores.s_c[2] == pytest.approx(1.0, abs=1e-5)
-    keep, _ = prune([e.example_id for e in examples], scores.s_c, scores.s_i, 0.5)
-    assert keep.sum() == 3 and keep[2]
+def test_influence_predicts_the_loss_change_of_a_training_step(tiny_lm, data_root, tmp_path):
+    """What influence claims, checked directly on a warmed-up adapter (A and B both non-zero):
+    one small SGD step on training example d changes validation example v's loss by about
+    -lr * <g_d, g_v> (so the gradients and the sign are right), the projected features estimate
+    that inner product (unit features times their norms), and a positive influence (cosine)
+    means the step lowers v's loss."""
+    rows = sorted(gsm8k_rows(data_root, 40), key=lambda r: len(r["question"] + r["answer"]))[:10]
+    train = [Example(f"t{i}", f"Question: {r['question']}\nAnswer: ", r["answer"]) for i, r in enumerate(rows[:8])]
+    val = [Example(f"v{i}", f"Question: {r['question']}\nAnswer: ", r["answer"]) for i, r in enumerate(rows[8:])]
+    (checkpoint,) = warmup_lora(
+        str(tiny_lm), train, tmp_path / "warm", epochs=1, batch_size=2, lr=1e-2, r=8, alpha=16, max_length=160
+    )
+    featurizer = GradientFeaturizer(str(tiny_lm), checkpoint.path, proj_dim=8192, max_length=160)
+    model, lr = featurizer.model, 0.1
+    params = [dict(model.named_parameters())[name] for name in featurizer.parameter_names]
+    offsets = np.cumsum([0] + [p.numel() for p in params])
+
+    def batch(example):
+        return pad_batch([encode_example(featurizer.tokenizer, example, 160)], featurizer.tokenizer.pad_token_id)
+
+    def step(grad, sign):
+        with torch.no_grad():
+            for p, a, b in zip(params, offsets[:-1], offsets[1:]):
+                p += sign * lr * grad[a:b].reshape(p.shape)
+
+    def val_losses():
+        with torch.no_grad():
+            return np.array([response_losses(model, *batch(v)).item() for v in val])
+
+    def autograd_gradient(example):  # plain backward, independent of the featurizer's hooks
+        model.zero_grad(set_to_none=True)
+        with torch.enable_grad():
+            response_losses(model, *batch(example)).sum().backward()
+        return torch.cat([p.grad.reshape(-1) for p in params])
+
+    before = val_losses()
+    val_grads = torch.stack([autograd_gradient(v) for v in val])
+    exact, actual = np.zeros((len(train), len(val))), np.zeros((len(train), len(val)))
+    for i, example in enumerate(train):
+        grad = autograd_gradient(example)
+        exact[i] = (val_grads @ grad).numpy()
+        step(grad, -1)
+        actual[i] = val_losses() - before
+        step(grad, +1)
+    assert np.corrcoef(-lr * exact.ravel(), actual.ravel())[0, 1] > 0.98
+    np.testing.assert_allclose(actual, -lr * exact, atol=0.15 * lr * np.abs(exact).max())
+
+    t_unit, t_norm = featurizer.features_with_norms(train)
+    v_unit, v_norm = featurizer.features_with_norms(val)
+    estimated = (t_unit * t_norm[:, None]) @ (v_unit * v_norm[:, None]).T
+    assert np.corrcoef(estimated.ravel(), exact.ravel())[0, 1] > 0.95
+    np.testing.assert_allclose(estimated, exact, atol=0.15 * np.abs(exact).max())
+    s_c = influence_scores(t_unit, v_unit[:1], v_unit[1:]).s_c  # cosines with v0
+    clear = np.abs(actual[:, 0]) > 0.1 * np.abs(actual[:, 0]).max()
+    assert clear.sum() >= 4 and (np.sign(s_c[clear]) == -np.sign(actual[clear, 0])).all()
+
+
+def test_max_aggregate_takes_the_best_validation_problem():
+    train = np.array([[1.0, 0.0], [0.0, 1.0]])
+    v_c = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    groups = ["p1", "p2", "p2"]  # p1: (1, 0); p2: mean of (0, 1) and (.6, .8)
+    scores = influence_scores(train, v_c, V_I, "max", correct_groups=groups)
+    np.testing.assert_allclose(scores.s_c, [max(1.0, 0.3), max(0.0, 0.9)])
+    np.testing.assert_allclose(influence_scores(train, v_c, V_I, "max").s_c, [1.0, 1.0])  # each query its own
+    with pytest.raises(ValueError, match="3 rows but 2 group labels"):
+        influence_scores(train, v_c, V_I, "max", correct_groups=["a", "b"])
+
+
+def test_checkpoints_are_summed_with_their_weights():
+    val = np.array([[1.0, 0.0], [0.0, 1.0]])
+    correct = np.array([True, False])
+    first, second = np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]])
+    scores = checkpoint_influence([(0.75, first, val), (0.25, second, val)], correct, ["p", "q"])
+    np.testing.assert_allclose(scores.s_c, [0.75])  # 0.75 * <(1,0),(1,0)> + 0.25 * <(0,1),(1,0)>
+    np.testing.assert_allclose(scores.s_i, [0.25])
+    with pytest.raises(ValueError, match="2 validation features but 3 correctness labels"):
+        checkpoint_influence([(1.0, first, val)], np.array([True, False, True]), ["p", "q", "r"])
+
+
+def test_influence_table_lists_held_out_rows_without_scores():
+    val = np.array([[1.0, 0.0], [0.0, 1.0]])
+    table, notes = influence_table(
+        ["a", "b", "c"],
+        [(1.0, TRAIN, val)],
+        np.array([True, False]),
+        ["p", "q"],
+        perplexity=np.array([1.0, 2.0, 3.0]),
+        similarity=np.array([0.1, 0.2, 0.3]),
+        heldout_ids=["h1"],
+    )
+    assert table.schema == SCORE_SCHEMA and notes == []
+    assert table.column("sample_id").to_pylist() == ["a", "b", "c", "h1"]
+    assert table.column("heldout").to_pylist() == [False, False, False, True]
+    assert table.column("s_correct").to_pylist()[:3] == pytest.approx([1.0, 0.0, 0.6])
+    assert table.column("s_correct").to_pylist()[3] is None and table.column("perplexity").to_pylist()[3] is None

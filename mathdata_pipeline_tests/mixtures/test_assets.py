@@ -221,41 +221,72 @@ def test_trace_prints_the_history_of_a_mixture_row(built):
 
 INFLUENCE_CONFIG = {
     "ops": {
-        "reference_responses": {"config": {"problems": 3, "samples": 2, "max_tokens": 64}},
-        "gradient_features": {"config": {"max_examples": 6, "max_length": 128, "shard_size": 4, "proj_dim": 512}},
-        "influence_scores": {"config": {"max_length": 128}},
+        "reference_responses": {
+            "config": {"problems": 3, "samples": 2, "max_tokens": 64, "include_reference_solutions": True}
+        },
+        "gradient_features": {
+            "config": {
+                "max_examples": 16,
+                "max_length": 256,
+                "shard_size": 8,
+                "proj_dim": 512,
+                "warmup_epochs": 2,
+                "warmup_fraction": 0.1,
+                "warmup_batch_size": 2,
+                "warmup_lr": 1e-3,
+            }
+        },
+        "influence_scores": {"config": {"max_length": 256}},
     }
 }
+BASELINE_SPECS = ("openmathmix-pruned-perplexity", "openmathmix-pruned-embedding", "openmathmix-pruned-random")
 
 
-def test_influence_scores_prune_the_pruned_spec_only(built):
+def _selected(store, spec: str) -> set[str]:
+    table = store.read("selections", spec).filter(pc.field("kind") == "reasoning").filter(pc.field("selected"))
+    return set(table.column("candidate_id").to_pylist())
+
+
+def test_influence_prunes_the_pruned_spec_and_its_baselines_by_the_same_count(built):
     scores_run = built.run(["reference_responses", "gradient_features", "influence_scores"], config=INFLUENCE_CONFIG)
-    scores = built.store.read("influence_scores")
-    assert scores.num_rows == 6
-    for column in ("s_correct", "s_incorrect", "fused_rank", "perplexity", "embedding_similarity", "random"):
-        assert column in scores.column_names
-    refs = built.store.read("reference_responses")
-    assert pc.sum(refs.column("correct")).as_py() >= 3  # the gold solutions are in V_C
     assert scores_run.success
-    pruned_run = dg.materialize(
-        ASSETS,
-        selection=["selections", "mixture"],
-        partition_key="openmathmix-pruned",
-        instance=built.instance,
-        resources=built.resources,
-    )
-    meta = _materialization(pruned_run, "selections")
-    scored = meta["influence_scored"].value
-    assert meta["influence_pruned"].value == int(0.25 * scored + 0.5) or scored == 0
-    base = built.store.read("selections", "openmathmix").filter(pc.field("selected")).num_rows
-    pruned = built.store.read("selections", "openmathmix-pruned")
-    reasons = [d for d in pruned.column("decision").to_pylist() if d.startswith("pruned by influence")]
-    assert len(reasons) == meta["influence_pruned"].value
+    (check,) = scores_run.get_asset_check_evaluations()
+    assert check.check_name == "validation_held_out" and check.passed
+    features = _materialization(scores_run, "gradient_features")
+    assert features["checkpoints"].value == 2 and features["grad_type_train"].value == "adam"
+    # 10% of the 40 reasoning candidates warm up; 16 are scored (less any whose prompt fills 256 tokens)
+    assert features["warmup_examples"].value == 4 - features["dropped_too_long_warmup"].value > 0
+    scores = built.store.read("influence_scores")
+    scored = scores.filter(~pc.field("heldout"))
     assert (
-        pruned.filter(pc.field("kind") == "reasoning").filter(pc.field("selected")).num_rows + len(reasons)
-        == built.store.read("selections", "openmathmix")
-        .filter(pc.field("kind") == "reasoning")
-        .filter(pc.field("selected"))
-        .num_rows
+        scored.num_rows == 16 - features["dropped_too_long_train"].value > 8
+        and pc.min(scored.column("perplexity")).as_py() > 0
     )
-    assert base > 0
+    refs = built.store.read("reference_responses")
+    assert set(refs.column("template").to_pylist()) == {"chat"} and set(refs.column("scoring_model").to_pylist()) == {
+        "embedded"
+    }
+    solutions = built.store.read_all("solutions", columns=["sample_id", "problem_id"])
+    problem = dict(zip(*solutions.to_pydict().values()))
+    assert not {problem[i] for i in scored.column("sample_id").to_pylist()} & set(refs.column("problem_id").to_pylist())
+
+    counts = {}
+    for spec in ("openmathmix-pruned", *BASELINE_SPECS):
+        run = built.run(["selections", "mixture"], spec)
+        assert run.success, spec
+        counts[spec] = _materialization(run, "selections")
+    pruned = counts["openmathmix-pruned"]
+    assert pruned["influence_pruned"].value == int(0.25 * pruned["influence_scored"].value) > 0
+    base = _selected(built.store, "openmathmix")
+    decisions = built.store.read("selections", "openmathmix-pruned")
+    gone = [d for d in decisions.column("decision").to_pylist() if d.startswith("pruned by influence (combined")]
+    assert len(gone) == pruned["influence_pruned"].value
+    assert base - _selected(built.store, "openmathmix-pruned") == {
+        r["candidate_id"]
+        for r in decisions.to_pylist()
+        if r["decision"].startswith(("pruned by influence", "held out"))
+    }
+    for spec in BASELINE_SPECS:
+        assert counts[spec]["influence_pruned"].value == pruned["influence_pruned"].value, spec
+        assert len(_selected(built.store, spec)) == len(_selected(built.store, "openmathmix-pruned")), spec
+        assert _selected(built.store, spec) < base

@@ -78,3 +78,13 @@ def test_the_code_location_loads_with_a_bad_spec_file_and_only_its_partition_fai
     result = json.loads(done.stdout.splitlines()[-1])
     assert {"openmathmix", "openmathmix-pruned", "reasoning-only"} <= set(result["keys"])
     assert f"{configs / 'mixtures' / 'v2...draft.yaml'}: mixture spec name 'v2...draft'" in result["error"]
+
+
+def test_an_origin_no_row_carries_is_refused_naming_the_file(specs):
+    # `dart` and `mugglemath` are methods, not origins: a spec listing them used to drop every MuggleMath row
+    (specs / "methods.yaml").write_text("reasoning: {origins: [seed, mugglemath]}\n", encoding="utf-8")
+    with pytest.raises(InputError, match="methods.yaml.*origins") as error:
+        load_mixture_spec("methods", specs)
+    assert "augmented" in str(error.value)
+    (specs / "origins.yaml").write_text("reasoning: {origins: [seed, augmented, synthesized, open]}\n")
+    assert load_mixture_spec("origins", specs).reasoning.origins == ["seed", "augmented", "synthesized", "open"]
