@@ -36,11 +36,14 @@ class OpenAIProfile(_Profile):
     """Any OpenAI-compatible server (`vllm serve`, llama.cpp's server, a hosted API)."""
 
     backend: Literal["openai"]
-    base_url: str = Field(description="API root with the version, e.g. http://127.0.0.1:8000/v1")
+    base_url: str | list[str] = Field(
+        description="API root with the version, e.g. http://127.0.0.1:8000/v1; a list names replicas of one model "
+        "(one `vllm serve` per GPU or node), used least-loaded first, with failover when one dies"
+    )
     model: str = Field(description="model name sent with every request (also the ledger's model id)")
     api_key_env: str = "OPENAI_API_KEY"
     api: Literal["completions", "chat"] = "completions"
-    max_concurrency: int = Field(default=8, ge=1)
+    max_concurrency: int = Field(default=8, ge=1, description="requests in flight at once, per endpoint")
     timeout_s: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=4, ge=0)
     backoff_base_s: float = Field(default=0.5, ge=0)
@@ -61,7 +64,7 @@ class VLLMProfile(_Profile):
     max_model_len: int = Field(default=4096, ge=64)
     enable_prefix_caching: bool = True
     dtype: str = "auto"
-    chunk_size: int = Field(default=1024, ge=1)
+    max_num_seqs: int = Field(default=256, ge=1, description="sequences vLLM batches at once (continuous batching)")
 
 
 EngineProfile = Annotated[LocalProfile | OpenAIProfile | VLLMProfile, Field(discriminator="backend")]
