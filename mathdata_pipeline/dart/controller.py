@@ -83,6 +83,7 @@ class DarsPlanner:
         self._hungry: deque[int] = deque(range(n_queries))
         self._queued = [True] * n_queries
         self._turns: deque[int] = deque()
+        self.to_cancel: list[tuple[int, int]] = []  # in flight for a query that stopped: withdraw if possible
         if n_queries == 0:
             self.phase = "done"
 
@@ -137,6 +138,11 @@ class DarsPlanner:
                     self.next_index[query] += 1
         self.rounds += 1
         return picked
+
+    def withdrawn(self, query: int, index: int) -> None:
+        """Sample `index` of a stopped `query` was cancelled before it came back: it is no longer
+        outstanding (it stays counted in `overshoot`)."""
+        self.outstanding -= 1
 
     def _wants(self, query: int) -> bool:
         """Whether `query` should get another sample now: under its cap, and (with a target) with
@@ -213,7 +219,8 @@ class DarsPlanner:
         self.stop_reason[query] = reason
         self.overshoot += self.next_index[query] - self.prefix[query]
         for index in range(self.prefix[query], self.next_index[query]):
-            self._waiting.pop((query, index), None)
+            if self._waiting.pop((query, index), None) is None:
+                self.to_cancel.append((query, index))
         self.beyond[query] = self.beyond_correct[query] = 0
         self._open_count -= 1
         if not self._open_count:
@@ -273,6 +280,11 @@ class Stream(Protocol):
     @property
     def pending(self) -> int: ...
 
+    @property
+    def ready(self) -> int: ...
+
+    def cancel(self, tag: Hashable) -> bool: ...
+
 
 class Grading(Protocol):
     """What `run_controller` needs of a grader (`dart.grading.GradingQueue` has it)."""
@@ -288,12 +300,14 @@ class Grading(Protocol):
 
 @dataclass
 class ControllerReport:
-    """What a controller run did: samples submitted, kept (written), overshoot, verdicts reused
-    from the ledger and graded now, rounds (rounds policy), in-flight target, wall seconds."""
+    """What a controller run did: samples submitted, kept (written), overshoot (of which cancelled
+    before the engine finished them), verdicts reused from the ledger and graded now, rounds
+    (rounds policy), in-flight target, wall seconds."""
 
     submitted: int = 0
     kept: int = 0
     overshoot: int = 0
+    cancelled: int = 0
     verdicts_reused: int = 0
     graded: int = 0
     rounds: int = 0
@@ -334,8 +348,7 @@ def run_controller(
     driver.report.max_in_flight = max_in_flight
     started = last_log = time.monotonic()
     while not planner.finished:
-        for query, index in planner.take(max(max_in_flight - planner.outstanding, 0)):
-            driver.submit(query, index)
+        driver.top_up(max_in_flight)
         if planner.finished:
             break
         ready = grading.poll()
@@ -374,6 +387,30 @@ class _Driver:
     grader_version: str
     report: ControllerReport = field(default_factory=ControllerReport)
     requests: dict[tuple[int, int], Request] = field(default_factory=dict)
+
+    def top_up(self, max_in_flight: int) -> None:
+        """Submit samples one at a time up to `max_in_flight` outstanding (a whole round under the
+        rounds policy), taking each result the stream has at once (a ledger hit) before deciding
+        the next, so a rerun served from the ledger asks for exactly the samples it keeps; then
+        withdraw what is in flight for queries that stopped."""
+        while self.planner.outstanding < max_in_flight or self.planner.policy == "rounds":
+            picked = self.planner.take(1 if self.planner.policy == "stream" else 0)
+            if not picked:
+                break
+            for query, index in picked:
+                self.submit(query, index)
+            while self.stream.ready:
+                (query, index), result = self.stream.next_result()
+                self.generated(query, index, result)
+        self.withdraw()
+
+    def withdraw(self) -> None:
+        for query, index in self.planner.to_cancel:
+            if self.stream.cancel((query, index)):
+                self.requests.pop((query, index), None)
+                self.planner.withdrawn(query, index)
+                self.report.cancelled += 1
+        self.planner.to_cancel.clear()
 
     def submit(self, query: int, index: int) -> None:
         request = self.request_for(query, index)

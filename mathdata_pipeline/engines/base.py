@@ -166,6 +166,11 @@ class EngineStream(ABC):
     def pending(self) -> int:
         """Requests submitted whose result has not been returned yet."""
 
+    def cancel(self, tag: Hashable) -> bool:
+        """Withdraw the pending request `tag` if the engine can still drop it; True when it will
+        not come back from `next_result` (default: False, it will)."""
+        return False
+
     def close(self) -> None:  # noqa: B027 - a no-op default: sequential streams hold nothing
         """Cancel the requests still pending."""
 
@@ -203,6 +208,14 @@ class SequentialStream(EngineStream):
     def pending(self) -> int:
         """Requests queued and not yet generated."""
         return len(self._queue)
+
+    def cancel(self, tag: Hashable) -> bool:
+        """Drop `tag` from the queue (always possible: nothing runs between calls)."""
+        for position, (queued, _) in enumerate(self._queue):
+            if queued == tag:
+                del self._queue[position]
+                return True
+        return False
 
     def close(self) -> None:
         """Drop the requests not yet generated."""

@@ -425,7 +425,8 @@ class _OpenAIStream(EngineStream):
                 result = await self.engine._generate_one(request)
             except Exception as exc:  # noqa: BLE001 - never lose a request to an unexpected failure
                 result = RequestError("engine_error", f"{type(exc).__name__}: {exc}", retryable=True)
-            self._done.put((tag, result))
+            if tag in self._tasks:  # not cancelled meanwhile
+                self._done.put((tag, result))
 
         self._pending += 1
         self._tasks[tag] = self.engine._submit(one())
@@ -443,6 +444,15 @@ class _OpenAIStream(EngineStream):
     def pending(self) -> int:
         """Requests submitted whose result has not been returned yet."""
         return self._pending
+
+    def cancel(self, tag: Hashable) -> bool:
+        """Cancel the request `tag` unless its answer is already on its way back."""
+        task = self._tasks.get(tag)
+        if task is None or not task.cancel():
+            return False
+        del self._tasks[tag]
+        self._pending -= 1
+        return True
 
     def close(self) -> None:
         """Cancel the requests still running."""

@@ -159,6 +159,7 @@ class LedgerStream:
         self.capacity = self._stream.capacity
         self._ready: deque[tuple[Hashable, Result]] = deque()
         self._sent: dict[str, list[_Attempt]] = {}  # key being generated -> the attempts waiting for it
+        self._key_of: dict[Hashable, str] = {}  # tag of a sent attempt -> its key
         self._outstanding = 0
         self.stats = GenerationStats()
         self.failed_rows: list[str] = []
@@ -202,6 +203,7 @@ class LedgerStream:
             self.stats.retries += 1
         attempt.tries += 1
         self._sent[key] = [attempt]
+        self._key_of[attempt.tag] = key
         self._stream.submit(key, request)
 
     def _deliver(self, attempt: _Attempt, result: Result, *, cached: bool) -> None:
@@ -227,6 +229,7 @@ class LedgerStream:
                 raise LookupError("no request is pending")
             key, result = self._stream.next_result()
             waiting = self._sent.pop(key)
+            self._key_of.pop(waiting[0].tag, None)
             if isinstance(result, Completion) and not result.text.strip():
                 result = RequestError(
                     "empty_completion", f"{result.completion_tokens} tokens, finish_reason={result.finish_reason}"
@@ -247,6 +250,22 @@ class LedgerStream:
     def pending(self) -> int:
         """Requests submitted whose result has not been returned yet."""
         return self._outstanding + len(self._ready)
+
+    @property
+    def ready(self) -> int:
+        """Results that `next_result` returns without waiting (ledger hits, finished requests)."""
+        return len(self._ready)
+
+    def cancel(self, tag: Hashable) -> bool:
+        """Withdraw the request `tag` if it is still waiting for the engine alone; True when its
+        result will not come back from `next_result`."""
+        key = self._key_of.get(tag)
+        if key is None or len(self._sent[key]) > 1 or not self._stream.cancel(key):
+            return False
+        del self._sent[key], self._key_of[tag]
+        self._outstanding -= 1
+        self.stats.requests -= 1
+        return True
 
     def check_error_budget(self, max_share: float) -> None:
         """Raise ErrorBudgetExceeded naming the failed rows when more than `max_share` of the

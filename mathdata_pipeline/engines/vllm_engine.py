@@ -240,6 +240,15 @@ class _VLLMStream(EngineStream):
         """Requests submitted whose result has not been returned yet."""
         return len(self._ready) + len(self._running)
 
+    def cancel(self, tag: Hashable) -> bool:
+        """Abort the sequence of request `tag` if it is still running."""
+        for request_id, running in self._running.items():
+            if running == tag:
+                self._core.abort_request([request_id])
+                del self._running[request_id]
+                return True
+        return False
+
     def close(self) -> None:
         """Abort the sequences still running."""
         if self._running:
