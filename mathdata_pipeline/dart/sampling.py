@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pyarrow as pa
@@ -21,7 +22,7 @@ from mathdata_pipeline.common.templates import SolveTemplate
 from mathdata_pipeline.dart import dars
 from mathdata_pipeline.dart.controller import ControllerReport, DarsPlanner, Policy, Stream, run_controller
 from mathdata_pipeline.dart.grading import GradingQueue, grader_version
-from mathdata_pipeline.engines.base import Request, Result, SamplingParams
+from mathdata_pipeline.engines.base import Request, Result, SamplingParams, derive_seed
 from mathdata_pipeline.engines.ledger import Verdict
 from mathdata_pipeline.grading import Grader
 
@@ -48,9 +49,17 @@ class Solver:
     grader_name: str = "mathdata-grader"
 
     def request(self, problem: Problem, sample_index: int) -> Request:
-        """The request of sample `sample_index` of `problem` (seed from salt, problem and index)."""
-        spec = SampleSpec(problem.problem_id, problem.question, sample_index, 0)
-        return solve_request(self.template, spec, self.params, seed_salt=self.seed_salt)
+        """The request of sample `sample_index` of `problem` (seed from salt, problem and index);
+        the same as `common.samples.solve_request`, with the prompt built once per problem."""
+        base = _prompt_request(self.template, self.params, problem.question)
+        seed = derive_seed(self.seed_salt, problem.problem_id, sample_index)
+        p = base.params
+        return Request(SamplingParams(p.temperature, p.top_p, p.max_tokens, p.stop, seed), base.prompt, base.messages)
+
+
+@lru_cache(maxsize=65536)
+def _prompt_request(template: SolveTemplate, params: SamplingParams, question: str) -> Request:
+    return solve_request(template, SampleSpec("", question, 0, 0), params)
 
 
 def sample_round(sample_index: int, n_d: int) -> int:

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mathdata_pipeline.common.samples import SAMPLE_SCHEMA, SampleSink
+from mathdata_pipeline.common.samples import SAMPLE_SCHEMA, SampleSink, SampleSpec, solve_request
 from mathdata_pipeline.common.templates import get_template
 from mathdata_pipeline.curation.solutions import kept_dart_samples
 from mathdata_pipeline.dart.dars import DarsConfig
@@ -41,6 +41,18 @@ def run(engine, ledger, folder, *, config=CONFIG):
         state = planner.state([p.problem_id for p in PROBLEMS])
         sink.write(folder.parent / "samples.parquet", transform=with_targets(state))
     return pq.read_table(folder.parent / "samples.parquet"), stream.stats, report, state
+
+
+@pytest.mark.parametrize("template", ["chat", "deepseekmath"])
+def test_solver_requests_equal_solve_request_whatever_the_order(template):
+    params = SamplingParams(temperature=0.9, top_p=0.95, max_tokens=24, stop=("END",))
+    solver = Solver(get_template(template), params, "salt", "smollm2")
+    asked = [(problem, index) for index in (3, 0, 1) for problem in PROBLEMS]
+    for problem, index in asked:
+        spec = SampleSpec(problem.problem_id, problem.question, index, 0)
+        expected = solve_request(get_template(template), spec, params, seed_salt="salt")
+        assert solver.request(problem, index) == expected
+    assert len({solver.request(p, i).params.seed for p, i in asked}) == len(asked)
 
 
 def test_dars_through_engine_and_ledger_then_a_rerun_from_the_ledger_alone(engine, tmp_path):
