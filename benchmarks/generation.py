@@ -1,11 +1,17 @@
 """Generation throughput: the raw engine vs the same prompts through the `llm` resource
-(request ledger, per-row errors, statistics and metadata included).
+(request ledger, per-row errors, statistics and metadata included); or, with `--two-servers`,
+one llama.cpp server vs two behind one `openai` profile (data-parallel replicas).
 
     .venv/bin/python benchmarks/generation.py [--quick] [--profile local-smollm2] [--requests N]
+    .venv/bin/python benchmarks/generation.py --two-servers [--quick] [--requests N]
 
 Each path runs the same requests (same seeds) against a fresh ledger, so nothing is a cache hit.
 The two paths alternate chunk by chunk, so load from anything else on the machine falls on both
-alike. Prints both throughputs and their ratio; the last line is JSON.
+alike. `--two-servers` starts two `python -m llama_cpp.server` processes on loopback with the
+embedded model, one thread each, and sends the requests through the `openai` backend (chat API,
+2 requests in flight per server) to the first server alone and to both; goal: the two-server
+throughput close to twice the one-server throughput when two cores are free. Prints both
+throughputs and their ratio; the last line is JSON.
 """
 
 from __future__ import annotations
@@ -23,7 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mathdata_pipeline.common.metadata import generation_metadata  # noqa: E402
 from mathdata_pipeline.engines.base import Completion, Request, SamplingParams, derive_seed  # noqa: E402
+from mathdata_pipeline.engines.ledger import RequestLedger  # noqa: E402
+from mathdata_pipeline.engines.openai_http import OpenAIEngine  # noqa: E402
 from mathdata_pipeline.engines.resources import LLMResource  # noqa: E402
+from mathdata_pipeline.engines.runner import run_requests  # noqa: E402
 
 CHUNK = 4
 QUESTIONS = [
@@ -46,15 +55,64 @@ def make_requests(count: int, max_tokens: int) -> list[Request]:
     ]
 
 
+def two_servers(count: int, max_tokens: int) -> None:
+    """One llama.cpp server vs two through the `openai` backend, alternating chunks."""
+    from contextlib import ExitStack
+
+    from mathdata_pipeline_tests.engines.servers import MODEL_ALIAS, llama_cpp_server
+
+    requests = make_requests(count, max_tokens)
+    with ExitStack() as stack, tempfile.TemporaryDirectory() as ledgers:
+        urls = [stack.enter_context(llama_cpp_server(n_ctx=2048, n_threads=1)) for _ in range(2)]
+        engines = {
+            name: stack.enter_context(OpenAIEngine(base_url=u, model=MODEL_ALIAS, api="chat", max_concurrency=2))
+            for name, u in (("one", urls[0]), ("two", urls))
+        }
+        list(engines["two"].generate(requests[:2]))  # warm-up of both servers, outside the timings
+        tokens, seconds = {"one": 0, "two": 0}, {"one": 0.0, "two": 0.0}
+        chunk = 8
+        for start in range(0, count, chunk):
+            for name, engine in engines.items():
+                with RequestLedger(Path(ledgers) / f"{name}.sqlite") as ledger:
+                    t0 = time.perf_counter()
+                    _, stats = run_requests(engine, ledger, requests[start : start + chunk], log=lambda _: None)
+                    seconds[name] += time.perf_counter() - t0
+                    tokens[name] += stats.completion_tokens
+        load = engines["two"].endpoint_load()
+    one, two = tokens["one"] / seconds["one"], tokens["two"] / seconds["two"]
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs; {count} chat requests x up to {max_tokens} tokens")
+    print(f"one server : {tokens['one']} tokens in {seconds['one']:.2f}s = {one:.1f} tokens/s")
+    print(f"two servers: {tokens['two']} tokens in {seconds['two']:.2f}s = {two:.1f} tokens/s")
+    print(f"requests answered per server (two-server engine): {list(load.values())}")
+    print(f"ratio      : {two / one:.3f} (ideal 2 with two free cores)")
+    print(
+        json.dumps(
+            {
+                "benchmark": "generation",
+                "case": "two_servers",
+                "requests": count,
+                "one_server_tokens_per_second": round(one, 1),
+                "two_servers_tokens_per_second": round(two, 1),
+                "ratio": round(two / one, 3),
+                "requests_per_server": list(load.values()),
+            }
+        )
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CI-sized run")
     parser.add_argument("--profile", default=os.environ.get("MATHDATA_LLM_PROFILE", "local-smollm2"))
     parser.add_argument("--requests", type=int, default=None)
     parser.add_argument("--max-tokens", type=int, default=None)
+    parser.add_argument("--two-servers", action="store_true", help="one llama.cpp server vs two (openai backend)")
     args = parser.parse_args()
     count = args.requests or (8 if args.quick else 64)
     max_tokens = args.max_tokens or (32 if args.quick else 128)
+    if args.two_servers:
+        two_servers(count, max_tokens)
+        return
     requests = make_requests(count, max_tokens)
 
     with tempfile.TemporaryDirectory() as ledgers:

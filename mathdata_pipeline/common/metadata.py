@@ -31,10 +31,13 @@ def counts_metadata(counts: dict[str, int]) -> dict[str, Any]:
 
 def generation_metadata(stats: GenerationStats) -> dict[str, Any]:
     """The LLM metadata keys of CONVENTIONS.md (requests, cache_hits, errors, prompt_tokens,
-    completion_tokens, tokens_per_second, wall_seconds) from a `GenerationStats`."""
+    completion_tokens, tokens_per_second, wall_seconds) and the ledger's (retries, ledger_rows,
+    ledger_warning as text when there is one) from a `GenerationStats`."""
     values = stats.as_metadata()
     return {
-        key: (dg.MetadataValue.float(float(v)) if isinstance(v, float) else dg.MetadataValue.int(int(v)))
+        key: dg.MetadataValue.text(v)
+        if isinstance(v, str)
+        else (dg.MetadataValue.float(float(v)) if isinstance(v, float) else dg.MetadataValue.int(int(v)))
         for key, v in values.items()
     }
 

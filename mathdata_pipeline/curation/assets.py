@@ -7,7 +7,7 @@ import pyarrow.compute as pc
 from mathdata_pipeline.common.metadata import counts_metadata, table_metadata
 from mathdata_pipeline.common.partitions import seed_sources
 from mathdata_pipeline.curation.question_pool import build_question_pool, rows_of_source
-from mathdata_pipeline.curation.solutions import solution_rows
+from mathdata_pipeline.curation.solutions import SAMPLE_COLUMNS, kept_dart_samples, solution_rows
 from mathdata_pipeline.decontamination.checks import contamination_check, contamination_check_spec
 from mathdata_pipeline.storage.resources import TableStore
 
@@ -66,13 +66,17 @@ def question_pool(context: dg.AssetExecutionContext, store: TableStore) -> dg.Ma
 def solutions(context: dg.AssetExecutionContext, store: TableStore) -> dg.MaterializeResult:
     """Curated question–solution pairs of one source: the first `target` correct DARS samples per
     question, the kept MuggleMath and ScaleQuest responses, and the seed reference solutions, each
-    with its origin."""
-    source = context.partition_key
+    with its origin. Reads only the columns and rows it keeps."""
+    source, columns = context.partition_key, [*SAMPLE_COLUMNS, "kept"]
+    dart = None
+    if store.exists("rejection_samples", source):
+        with store.path_for("rejection_samples", source).open("rb") as fh:
+            dart = kept_dart_samples(fh)
     table, counts = solution_rows(
         store.read("question_pool", source),
-        store.read_if_exists("rejection_samples", source),
-        store.read_if_exists("augmented_responses", source),
-        rows_of_source(store.read_all_if_exists("synthesized_responses"), source),
+        dart,
+        store.read_if_exists("augmented_responses", source, columns=columns),
+        rows_of_source(store.read_all_if_exists("synthesized_responses", columns=columns), source),
     )
     path = store.write(table, "solutions", source)
     origins = pc.value_counts(table.column("origin")).to_pylist() if table.num_rows else []

@@ -1,10 +1,17 @@
-"""The `solutions` table: curated question–response pairs with their origin and provenance."""
+"""The `solutions` table: curated question–response pairs with their origin and provenance.
+
+Sample tables can hold millions of rows: the DART samples are read in two passes (the four
+columns that decide which rows are kept, then the solution columns of only the row groups that
+hold kept rows), and the other tables only in the columns a solution needs.
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from mathdata_pipeline.dart.sampling import curate
+from mathdata_pipeline.dart.sampling import kept_positions
 
 SOLUTION_SCHEMA = pa.schema(
     [
@@ -27,14 +34,50 @@ SOLUTION_SCHEMA = pa.schema(
 )
 
 
+# The columns a solution row takes from a sample table, and the ones that decide which DART samples are kept.
+SAMPLE_COLUMNS = [
+    "sample_id",
+    "problem_id",
+    "text",
+    "extracted_answer",
+    "model",
+    "template",
+    "temperature",
+    "top_p",
+    "seed",
+    "grader",
+]
+KEEP_COLUMNS = ["problem_id", "sample_index", "correct", "target"]
+
+
+def kept_dart_samples(source) -> pa.Table:
+    """The kept samples of a `rejection_samples` file (a path or an open binary file), in
+    SAMPLE_COLUMNS: per problem the first `target` correct samples by sample index. Reads the
+    KEEP_COLUMNS, then only the row groups that hold kept rows, and of those only SAMPLE_COLUMNS."""
+    parquet = pq.ParquetFile(source, read_dictionary=["problem_id"])
+    positions = kept_positions(*parquet.read(columns=KEEP_COLUMNS).columns)
+    sizes = [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
+    ends = np.cumsum(sizes, dtype=np.int64)
+    groups = np.searchsorted(ends, positions, side="right")
+    parts = []
+    for group in np.unique(groups).tolist():
+        start = int(ends[group] - sizes[group])
+        rows = parquet.read_row_group(group, columns=SAMPLE_COLUMNS)
+        parts.append(rows.take(pa.array(positions[groups == group] - start)))
+    if not parts:
+        return parquet.schema_arrow.empty_table().select(SAMPLE_COLUMNS)
+    return pa.concat_tables(parts).cast(parts[0].schema.remove_metadata())
+
+
 def solution_rows(
     pool: pa.Table, samples: pa.Table | None, augmented: pa.Table | None, synthesized: pa.Table | None = None
 ) -> tuple[pa.Table, dict[str, int]]:
     """Build the solutions of one source.
 
-    Inputs: the question pool; `rejection_samples` (with `target`) or None; `augmented_responses`
-    (with `kept`) or None; `synthesized_responses` (with `kept`) or None. Output: (SOLUTION_SCHEMA
-    table, counts per kind). Rows: every seed reference solution (model "reference"), the curated
+    Inputs: the question pool; the kept DART samples (`kept_dart_samples`) or None;
+    `augmented_responses` (with `kept`) or None; `synthesized_responses` (with `kept`) or None.
+    Output: (SOLUTION_SCHEMA table, counts per kind). Rows: every seed reference solution (model
+    "reference"), the curated
     correct DARS samples (method "dart"), the kept MuggleMath responses (method "mugglemath") and
     the kept ScaleQuest responses (method "scalequest").
     """
@@ -58,7 +101,7 @@ def solution_rows(
             )
     counts = {"seed_solutions": len(rows), "dart_solutions": 0, "mugglemath_solutions": 0, "scalequest_solutions": 0}
     for table, method, key in (
-        (curate(samples) if samples is not None else None, "dart", "dart_solutions"),
+        (samples, "dart", "dart_solutions"),
         (
             augmented.filter(augmented.column("kept")) if augmented is not None else None,
             "mugglemath",

@@ -1,28 +1,34 @@
-"""DART-Math stages: `difficulty_ledger` (the difficulty pass) and `rejection_samples` (DARS)."""
+"""DART-Math stages: `difficulty_ledger` (the difficulty pass) and `rejection_samples` (DARS).
 
+Both stream samples through the `llm` resource with the event-driven controller
+(`dart/controller.py`): the engine's batch stays full, grading runs beside generation, every
+result and verdict is committed to the ledger as it arrives, and the kept samples are chosen by
+sample index, so the same seed gives the same table however requests interleave.
+"""
+
+import tempfile
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Literal
 
 import dagster as dg
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import Field
 
 from mathdata_pipeline.common.metadata import generation_metadata, markdown_table, table_metadata
+from mathdata_pipeline.common.names import path_component
 from mathdata_pipeline.common.partitions import seed_sources
 from mathdata_pipeline.common.plots import bar_chart
+from mathdata_pipeline.common.samples import SAMPLE_SCHEMA, SampleSink
 from mathdata_pipeline.common.templates import TemplateName, get_template
 from mathdata_pipeline.dart import dars
-from mathdata_pipeline.dart.sampling import (
-    Solver,
-    difficulty_round,
-    difficulty_table,
-    problems_from_pool,
-    run_dars,
-    with_targets,
-)
+from mathdata_pipeline.dart.controller import ControllerReport, peak_rss_mb
+from mathdata_pipeline.dart.sampling import Solver, difficulty_table, problems_from_pool, solve, with_targets
 from mathdata_pipeline.engines.base import SamplingParams
 from mathdata_pipeline.engines.resources import LLMResource
-from mathdata_pipeline.engines.runner import GenerationStats
-from mathdata_pipeline.grading import Grader
 from mathdata_pipeline.storage.resources import TableStore
 
 SOLVER_SETTINGS_KEY = b"mathdata.solver"
@@ -53,10 +59,20 @@ class RejectionConfig(dg.Config):
     vrt_trials: int = Field(default=52, ge=1, description="vrt: fixed samples per question")
     band_low: float = Field(default=0.0, ge=0.0, le=1.0, description="band: lowest pass rate kept")
     band_high: float = Field(default=1.0, ge=0.0, le=1.0, description="band: highest pass rate kept")
-    samples_per_round: int = Field(default=1, ge=1, description="samples per open question per round")
+    samples_per_round: int = Field(
+        default=1, ge=1, description="rounds controller: samples per open question per round"
+    )
     strict_stop: bool = Field(default=False, description="stop at n_correct > target (reference code) instead of >=")
     prop2diff_formula: Literal["max_normalized", "linear"] = Field(
         default="max_normalized", description="prop2diff target formula"
+    )
+    controller: Literal["stream", "rounds"] = Field(
+        default="stream",
+        description="stream: top up after every graded sample, keeping the engine's batch full; rounds: the "
+        "reference implementation's rounds, each waiting for its slowest sample (for comparison)",
+    )
+    max_in_flight: int = Field(
+        default=0, ge=0, description="samples submitted and not yet graded at most; 0 = the engine's capacity + 25%"
     )
 
     def dars_config(self) -> dars.DarsConfig:
@@ -74,16 +90,62 @@ class RejectionConfig(dg.Config):
         )
 
 
-def _solver(
-    config: SolverConfig,
-    llm: LLMResource,
-    context: dg.AssetExecutionContext,
-    grader: Grader,
-    stats: list[GenerationStats],
-) -> Solver:
+def _solver(config: SolverConfig, llm: LLMResource) -> Solver:
     params = SamplingParams(temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_tokens)
-    generate = llm.generate_fn(context, stats, ledger_name=f"solver/{context.partition_key}")
-    return Solver(get_template(config.template), params, config.seed_salt, llm.model_id(), generate, grader.grade_many)
+    return Solver(get_template(config.template), params, config.seed_salt, llm.model_id())
+
+
+@contextmanager
+def _sample_sink(store: TableStore, partition: str, queries: int):
+    """Part files of the kept samples: under the storage root when it is local (same disk as the
+    table), else in a temporary folder; removed afterwards."""
+    name = f"{path_component(partition)}-{uuid.uuid4().hex[:8]}"
+    if store.is_local():
+        folder = store.local_dir("_parts", "rejection_samples", name, purpose="rejection sampling")
+    else:
+        folder = Path(tempfile.mkdtemp(prefix=f"mathdata-{name}-"))
+    with SampleSink(folder, SAMPLE_SCHEMA, queries) as sink:
+        yield sink
+
+
+def _head(store: TableStore, partition: str) -> pa.Table:
+    """The first row group of the written samples (for the preview and column statistics)."""
+    with store.path_for("rejection_samples", partition).open("rb") as fh:
+        parquet = pq.ParquetFile(fh)
+        return parquet.read_row_group(0) if parquet.num_row_groups else parquet.schema_arrow.empty_table()
+
+
+def _controller_metadata(report: ControllerReport) -> dict:
+    return {
+        "overshoot": dg.MetadataValue.int(report.overshoot),
+        "samples_submitted": dg.MetadataValue.int(report.submitted),
+        "verdicts_reused": dg.MetadataValue.int(report.verdicts_reused),
+        "verdicts_graded": dg.MetadataValue.int(report.graded),
+        "max_in_flight": dg.MetadataValue.int(report.max_in_flight),
+        "grader_version": dg.MetadataValue.text(report.extra["grader_version"]),
+        "peak_rss_mb": dg.MetadataValue.float(peak_rss_mb()),
+    }
+
+
+def _dars_metadata(report: dict) -> dict:
+    levels = sorted(report.get("by_level", {}))
+    chart = bar_chart(
+        "correct samples per level",
+        levels,
+        {
+            "raw": [report["by_level"][lv]["raw_samples"] for lv in levels],
+            "correct": [report["by_level"][lv]["correct_samples"] for lv in levels],
+        },
+    )
+    return {
+        "reach_ratio": round(float(report["reach_ratio"] or 0.0), 4),
+        "raw_samples": int(report["raw_samples"]),
+        "correct_samples": int(report["correct_samples"]),
+        "by_difficulty": dg.MetadataValue.md(markdown_table(report["by_difficulty"], "fail rate")),
+        "by_level": dg.MetadataValue.md(markdown_table(report.get("by_level", {}), "level")),
+        "stop_reasons": dg.MetadataValue.json(report["stop_reasons"]),
+        "per_level_chart": dg.MetadataValue.md(chart),
+    }
 
 
 @dg.asset(partitions_def=seed_sources, group_name="solutions", kinds={"parquet"}, deps=["question_pool"], pool="gpu")
@@ -95,10 +157,11 @@ def difficulty_ledger(
     problems = problems_from_pool(
         store.read("question_pool", context.partition_key), max_questions=config.max_questions, salt=config.seed_salt
     )
-    stats: list[GenerationStats] = []
-    with Grader() as grader:
-        samples = difficulty_round(problems, config.n_d, _solver(config, llm, context, grader, stats))
-    table = difficulty_table(problems, samples).replace_schema_metadata({SOLVER_SETTINGS_KEY: config.model_dump_json()})
+    with llm.stream(context, ledger_name=f"solver/{context.partition_key}") as stream:
+        planner, report = solve(problems, config.n_d, None, _solver(config, llm), stream, log=context.log.info)
+    stream.check_error_budget(llm.max_error_share)
+    state = planner.state([p.problem_id for p in problems])
+    table = difficulty_table(problems, state).replace_schema_metadata({SOLVER_SETTINGS_KEY: config.model_dump_json()})
     path = store.write(table, "difficulty_ledger", context.partition_key)
     bins = np.histogram(table.column("pass_rate").to_numpy(), bins=5, range=(0, 1))[0]
     chart = bar_chart(
@@ -107,7 +170,8 @@ def difficulty_ledger(
     return dg.MaterializeResult(
         metadata={
             **table_metadata(table, path),
-            **generation_metadata(GenerationStats.combine(stats)),
+            **generation_metadata(stream.stats),
+            **_controller_metadata(report),
             "pass_rate_histogram": dg.MetadataValue.md(chart),
             "solver": dg.MetadataValue.json(config.model_dump()),
             "mean_pass_rate": round(float(np.mean(table.column("pass_rate").to_numpy())) if table.num_rows else 0.0, 4),
@@ -122,44 +186,41 @@ def rejection_samples(
     context: dg.AssetExecutionContext, config: RejectionConfig, llm: LLMResource, store: TableStore
 ) -> dg.MaterializeResult:
     """DARS over the questions of `difficulty_ledger`, with its solver settings: every sample graded
-    against the reference answer; the difficulty samples are reused (ledger hits) and counted."""
-    ledger = store.read("difficulty_ledger", context.partition_key)
+    against the reference answer; the difficulty samples are reused (ledger hits, verdicts
+    included) and counted. Samples stream to part files, so memory stays bounded."""
+    partition = context.partition_key
+    ledger = store.read("difficulty_ledger", partition)
     solver = SolverConfig.model_validate_json(ledger.schema.metadata[SOLVER_SETTINGS_KEY])
     problems = problems_from_pool(
-        store.read("question_pool", context.partition_key), max_questions=solver.max_questions, salt=solver.seed_salt
+        store.read("question_pool", partition), max_questions=solver.max_questions, salt=solver.seed_salt
     )
-    stats: list[GenerationStats] = []
-    with Grader() as grader:
-        samples, state = run_dars(
-            problems,
-            config.dars_config(),
-            solver.n_d,
-            _solver(solver, llm, context, grader, stats),
-            log=context.log.info,
-        )
-    table = with_targets(samples, state)
-    path = store.write(table, "rejection_samples", context.partition_key)
-    report = dars.summary(state, levels=[p.level for p in problems])
-    levels = sorted(report.get("by_level", {}))
-    chart = bar_chart(
-        "correct samples per level",
-        levels,
-        {
-            "raw": [report["by_level"][lv]["raw_samples"] for lv in levels],
-            "correct": [report["by_level"][lv]["correct_samples"] for lv in levels],
-        },
-    )
+    with _sample_sink(store, partition, len(problems)) as sink:
+        with llm.stream(context, ledger_name=f"solver/{partition}") as stream:
+            planner, report = solve(
+                problems,
+                solver.n_d,
+                config.dars_config(),
+                _solver(solver, llm),
+                stream,
+                policy=config.controller,
+                max_in_flight=config.max_in_flight,
+                sink=sink,
+                log=context.log.info,
+            )
+        stream.check_error_budget(llm.max_error_share)
+        state = planner.state([p.problem_id for p in problems])
+        sink.write(store.path_for("rejection_samples", partition), transform=with_targets(state))
+        rows = sink.rows
+    path, head = store.path_for("rejection_samples", partition), _head(store, partition)
     return dg.MaterializeResult(
         metadata={
-            **table_metadata(table, path),
-            **generation_metadata(GenerationStats.combine(stats)),
-            "reach_ratio": round(float(report["reach_ratio"] or 0.0), 4),
-            "raw_samples": int(report["raw_samples"]),
-            "correct_samples": int(report["correct_samples"]),
+            **table_metadata(head, path),
+            "dagster/row_count": dg.MetadataValue.int(rows),
+            "preview_rows": dg.MetadataValue.int(head.num_rows),
+            **generation_metadata(stream.stats),
+            **_controller_metadata(report),
+            **_dars_metadata(dars.summary(state, levels=[p.level for p in problems])),
+            "controller": config.controller,
             "solver": dg.MetadataValue.json(solver.model_dump()),
-            "by_difficulty": dg.MetadataValue.md(markdown_table(report["by_difficulty"], "fail rate")),
-            "by_level": dg.MetadataValue.md(markdown_table(report.get("by_level", {}), "level")),
-            "stop_reasons": dg.MetadataValue.json(report["stop_reasons"]),
-            "per_level_chart": dg.MetadataValue.md(chart),
         }
     )

@@ -1,24 +1,30 @@
-"""Drawing graded samples and running DARS rounds, given an LLM call and a grader.
+"""Drawing graded samples for DART: the solver, the difficulty pass and DARS through the
+event-driven controller, and the curation of the kept samples.
 
-No Dagster here: the asset passes `generate` (the `llm` resource) and `grade` (a `Grader`).
-Sample k of problem p always has the same seed (salt, p, k), so the difficulty round and the
-rejection rounds share the ledger: difficulty samples are reused as training samples for free.
+No Dagster here: the asset passes an open request stream (the `llm` resource's `LedgerStream`).
+Sample k of problem p always has the same seed (salt, p, k), so the difficulty pass and DARS share
+the ledger: the difficulty samples are reused by DARS as training samples, with their verdicts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from mathdata_pipeline.common.samples import GradeFn, SampleSpec, draw_samples
+from mathdata_pipeline.common.samples import SampleSink, SampleSpec, sample_row, solve_request
 from mathdata_pipeline.common.subsets import solver_subset
 from mathdata_pipeline.common.templates import SolveTemplate
 from mathdata_pipeline.dart import dars
-from mathdata_pipeline.engines.base import SamplingParams
-from mathdata_pipeline.engines.runner import GenerateFn
+from mathdata_pipeline.dart.controller import ControllerReport, DarsPlanner, Policy, Stream, run_controller
+from mathdata_pipeline.dart.grading import GradingQueue, grader_version
+from mathdata_pipeline.engines.base import Request, Result, SamplingParams, derive_seed
+from mathdata_pipeline.engines.ledger import Verdict
+from mathdata_pipeline.grading import Grader
 
 
 @dataclass(frozen=True)
@@ -33,93 +39,138 @@ class Problem:
 
 @dataclass(frozen=True)
 class Solver:
-    """How samples are drawn and graded: template, sampling parameters, seed salt, model name,
-    the LLM call and the grader."""
+    """How samples are drawn: template, sampling parameters, seed salt, and the model and grader
+    names written into every sample row."""
 
     template: SolveTemplate
     params: SamplingParams
     seed_salt: str
     model: str
-    generate: GenerateFn
-    grade: GradeFn
     grader_name: str = "mathdata-grader"
 
-    def draw(self, specs: Sequence[SampleSpec], problems: dict[str, Problem]) -> pa.Table:
-        """Generate and grade `specs`; returns SAMPLE_SCHEMA rows (failed requests have `error`)."""
-        return draw_samples(
-            specs,
-            template=self.template,
-            params=self.params,
-            seed_salt=self.seed_salt,
-            model=self.model,
-            generate=self.generate,
-            grade=self.grade,
-            grader=self.grader_name,
-            references={pid: p.reference_answer for pid, p in problems.items()},
-        )
+    def request(self, problem: Problem, sample_index: int) -> Request:
+        """The request of sample `sample_index` of `problem` (seed from salt, problem and index);
+        the same as `common.samples.solve_request`, with the prompt built once per problem."""
+        base = _prompt_request(self.template, self.params, problem.question)
+        seed = derive_seed(self.seed_salt, problem.problem_id, sample_index)
+        p = base.params
+        return Request(SamplingParams(p.temperature, p.top_p, p.max_tokens, p.stop, seed), base.prompt, base.messages)
 
 
-def counts(samples: pa.Table, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Trials and correct samples per id (a failed request counts as a failed trial)."""
-    position = {pid: i for i, pid in enumerate(ids)}
-    trials, correct = np.zeros(len(ids), np.int64), np.zeros(len(ids), np.int64)
-    for pid, ok in zip(samples.column("problem_id").to_pylist(), samples.column("correct").to_pylist()):
-        trials[position[pid]] += 1
-        correct[position[pid]] += bool(ok)
-    return trials, correct
+@lru_cache(maxsize=65536)
+def _prompt_request(template: SolveTemplate, params: SamplingParams, question: str) -> Request:
+    return solve_request(template, SampleSpec("", question, 0, 0), params)
 
 
-def difficulty_round(problems: Sequence[Problem], n_d: int, solver: Solver) -> pa.Table:
-    """Round 0: `n_d` samples of every problem, graded."""
-    specs = [SampleSpec(p.problem_id, p.question, k, 0) for p in problems for k in range(n_d)]
-    return solver.draw(specs, {p.problem_id: p for p in problems})
+def sample_round(sample_index: int, n_d: int) -> int:
+    """The round a sample belongs to, as the round-based DARS numbered them: 0 for the difficulty
+    pass, then one round per further sample of a query."""
+    return 0 if sample_index < n_d else sample_index - n_d + 1
 
 
-def run_dars(
-    problems: Sequence[Problem], config: dars.DarsConfig, n_d: int, solver: Solver, log: Callable[[str], None] = print
-) -> tuple[pa.Table, dars.DarsState]:
-    """Difficulty round, then DARS rounds until every problem has stopped.
+def default_in_flight(capacity: int) -> int:
+    """Samples to keep submitted and not yet graded: the engine's capacity plus a quarter (at
+    least 2) waiting behind it, so the engine never idles while results are graded."""
+    return capacity + max(2, capacity // 4)
 
-    Inputs: problems with reference answers; the DARS config; `n_d`, difficulty samples per problem
-    (reused as training samples); the solver; `log` for one line per round.
-    Output: (every sample drawn, graded; the final DARS state).
+
+def solve(
+    problems: Sequence[Problem],
+    n_d: int,
+    config: dars.DarsConfig | None,
+    solver: Solver,
+    stream: Stream,
+    *,
+    policy: Policy = "stream",
+    max_in_flight: int = 0,
+    sink: SampleSink | None = None,
+    grader: Grader | None = None,
+    log: Callable[[str], None] = print,
+    log_interval: float = 30.0,
+) -> tuple[DarsPlanner, ControllerReport]:
+    """The difficulty pass (`n_d` samples per problem) and, with `config`, DARS, through `stream`,
+    every sample graded against its problem's reference answer beside generation.
+
+    Inputs: the problems; `n_d`; the DARS settings (None: the difficulty pass only); the solver;
+    an open stream (a `LedgerStream`, whose ledger also keeps the verdicts); `policy` ("stream" or
+    "rounds"); `max_in_flight` (0 = `default_in_flight(stream.capacity)`); `sink`, where the kept
+    sample rows go (None: count only); `grader` (default a new `Grader`).
+    Output: (the planner with the final counters, the controller's report).
     """
-    by_id = {p.problem_id: p for p in problems}
-    ids = [p.problem_id for p in problems]
-    tables = [difficulty_round(problems, n_d, solver)]
-    trials, correct = counts(tables[0], ids)
-    state = dars.start(ids, config, n_trials=trials, n_correct=correct)
-    round_ = 1
-    while plan := dars.plan_round(state):
-        specs = [
-            SampleSpec(qid, by_id[qid].question, int(state.n_trials[state.index[qid]]) + j, round_)
-            for qid, k in plan
-            for j in range(k)
-        ]
-        drawn = solver.draw(specs, by_id)
-        tables.append(drawn)
-        state = dars.update(
-            state, zip(drawn.column("problem_id").to_pylist(), (bool(c) for c in drawn.column("correct").to_pylist()))
+    speculate = stream.capacity > 1  # a sequential engine has no idle slots to fill
+    planner = DarsPlanner(len(problems), n_d, config, policy=policy, speculate=speculate)
+    own_grader = grader is None
+    grader = grader or Grader()
+    version = grader_version(grader)
+
+    def keep(query: int, index: int, request: Request, result: Result, verdict: Verdict | None) -> None:
+        problem = problems[query]
+        spec = SampleSpec(problem.problem_id, problem.question, index, sample_round(index, n_d))
+        row = sample_row(
+            spec,
+            request,
+            result,
+            model=solver.model,
+            template=solver.template.name,
+            extracted=verdict.extracted if verdict else None,
+            correct=verdict.correct if verdict else None,
+            grader=solver.grader_name,
         )
-        log(f"DARS round {round_}: {len(specs)} samples, {int(state.done.sum())}/{len(ids)} problems done")
-        round_ += 1
-    return pa.concat_tables(tables), state
+        sink.append(query, index, row)
+
+    try:
+        with GradingQueue(grader) as grading:
+            report = run_controller(
+                planner,
+                stream,
+                grading,
+                request_for=lambda query, index: solver.request(problems[query], index),
+                reference_for=lambda query: problems[query].reference_answer or "",
+                keep=keep if sink is not None else None,
+                max_in_flight=max_in_flight or default_in_flight(stream.capacity),
+                verdicts=getattr(stream, "ledger", None),
+                grader_version=version,
+                log=log,
+                log_interval=log_interval,
+            )
+    finally:
+        if own_grader:
+            grader.close()
+    report.extra["grader_version"] = version
+    return planner, report
+
+
+def kept_positions(problem_ids, sample_index, correct, target) -> np.ndarray:
+    """Row positions of the samples kept as solutions, ascending: per problem the first `target`
+    correct samples in sample-index order (every correct one where the target is 0, as in VRT).
+    Inputs: equal-length columns (Arrow arrays or sequences); a null `correct` counts as incorrect."""
+    codes = np.asarray(_array(problem_ids).dictionary_encode().indices, dtype=np.int64)
+    index = np.asarray(_array(sample_index), dtype=np.int64)
+    ok = np.asarray(pc.fill_null(_array(correct), False), dtype=np.int64)
+    wanted = np.asarray(_array(target), dtype=np.int64)
+    if not len(codes):
+        return np.zeros(0, dtype=np.int64)
+    order = np.lexsort((index, codes))
+    ok_sorted, codes_sorted, wanted_sorted = ok[order], codes[order], wanted[order]
+    running = np.cumsum(ok_sorted)  # correct samples so far, over all problems
+    starts = np.r_[True, codes_sorted[1:] != codes_sorted[:-1]]
+    before = np.maximum.accumulate(np.where(starts, running - ok_sorted, 0))  # ... before this problem
+    rank = running - before
+    keep = (ok_sorted == 1) & ((wanted_sorted == 0) | (rank <= wanted_sorted))
+    return np.sort(order[keep])
+
+
+def _array(column) -> pa.Array:
+    if isinstance(column, pa.ChunkedArray):
+        return column.combine_chunks()
+    return column if isinstance(column, pa.Array) else pa.array(column)
 
 
 def curate(samples: pa.Table) -> pa.Table:
-    """The correct samples kept as solutions: per problem the first `target` correct ones in
-    sample order (every correct one where the target is 0, as in VRT). `samples` needs the
-    `target` column that `rejection_samples` writes."""
-    rows = samples.select(["problem_id", "sample_index", "correct", "target"]).to_pylist()
-    order = sorted(range(len(rows)), key=lambda i: (rows[i]["problem_id"], rows[i]["sample_index"]))
-    keep, taken = [], {}
-    for i in order:
-        row = rows[i]
-        if not row["correct"] or (row["target"] and taken.get(row["problem_id"], 0) >= row["target"]):
-            continue
-        taken[row["problem_id"]] = taken.get(row["problem_id"], 0) + 1
-        keep.append(i)
-    return samples.take(pa.array(sorted(keep), pa.int64()))
+    """The correct samples kept as solutions (see `kept_positions`), in table order. `samples`
+    needs problem_id, sample_index, correct and target (as `rejection_samples` writes them)."""
+    positions = kept_positions(*(samples.column(name) for name in ("problem_id", "sample_index", "correct", "target")))
+    return samples.take(pa.array(positions, pa.int64()))
 
 
 def problems_from_pool(pool: pa.Table, *, max_questions: int, salt: str) -> list[Problem]:
@@ -134,13 +185,12 @@ def problems_from_pool(pool: pa.Table, *, max_questions: int, salt: str) -> list
     ]
 
 
-def difficulty_table(problems: Sequence[Problem], samples: pa.Table) -> pa.Table:
+def difficulty_table(problems: Sequence[Problem], state: dars.DarsState) -> pa.Table:
     """One row per problem: level, trials, correct samples, pass rate and fail rate."""
-    ids = [p.problem_id for p in problems]
-    trials, correct = counts(samples, ids)
+    trials, correct = state.n_trials, state.n_correct
     return pa.table(
         {
-            "problem_id": ids,
+            "problem_id": [p.problem_id for p in problems],
             "level": [p.level for p in problems],
             "n_trials": trials,
             "n_correct": correct,
@@ -150,9 +200,12 @@ def difficulty_table(problems: Sequence[Problem], samples: pa.Table) -> pa.Table
     )
 
 
-def with_targets(samples: pa.Table, state: dars.DarsState) -> pa.Table:
-    """`samples` plus the `target` column (correct samples wanted for the sample's problem)."""
-    target = {qid: int(state.target[i]) for qid, i in state.index.items()}
-    return samples.append_column(
-        "target", pa.array([target[p] for p in samples.column("problem_id").to_pylist()], pa.int32())
-    )
+def with_targets(state: dars.DarsState) -> Callable[[pa.Table, np.ndarray], pa.Table]:
+    """A `SampleSink.write` transform adding the `target` column (correct samples wanted for the
+    sample's problem) from the final DARS state."""
+    targets = np.asarray(state.target, dtype=np.int32)
+
+    def add(table: pa.Table, queries: np.ndarray) -> pa.Table:
+        return table.append_column("target", pa.array(targets[queries], pa.int32()))
+
+    return add

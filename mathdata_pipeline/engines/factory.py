@@ -6,6 +6,7 @@ type, is an error naming the profile, the file and the key, raised before any en
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -29,18 +30,24 @@ class LocalProfile(_Profile):
     model_path: str | None = Field(default=None, description="GGUF file; empty = the embedded SmolLM2")
     model_id: str | None = Field(default=None, description="name used in ledger keys; default from the file")
     n_ctx: int = Field(default=2048, ge=64, description="context length in tokens")
-    n_threads: int | None = Field(default=None, ge=1, description="CPU threads; empty = the cores this process may use")
+    n_threads: int | None = Field(
+        default=None, ge=1, description="CPU threads (per replica); empty = the cores this process may use, shared"
+    )
+    replicas: int = Field(default=1, ge=1, description="llama.cpp processes serving requests side by side")
 
 
 class OpenAIProfile(_Profile):
     """Any OpenAI-compatible server (`vllm serve`, llama.cpp's server, a hosted API)."""
 
     backend: Literal["openai"]
-    base_url: str = Field(description="API root with the version, e.g. http://127.0.0.1:8000/v1")
+    base_url: str | list[str] = Field(
+        description="API root with the version, e.g. http://127.0.0.1:8000/v1; a list names replicas of one model "
+        "(one `vllm serve` per GPU or node), used least-loaded first, with failover when one dies"
+    )
     model: str = Field(description="model name sent with every request (also the ledger's model id)")
     api_key_env: str = "OPENAI_API_KEY"
     api: Literal["completions", "chat"] = "completions"
-    max_concurrency: int = Field(default=8, ge=1)
+    max_concurrency: int = Field(default=8, ge=1, description="requests in flight at once, per endpoint")
     timeout_s: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=4, ge=0)
     backoff_base_s: float = Field(default=0.5, ge=0)
@@ -61,7 +68,13 @@ class VLLMProfile(_Profile):
     max_model_len: int = Field(default=4096, ge=64)
     enable_prefix_caching: bool = True
     dtype: str = "auto"
-    chunk_size: int = Field(default=1024, ge=1)
+    max_num_seqs: int = Field(default=256, ge=1, description="sequences vLLM batches at once (continuous batching)")
+    replicas: int = Field(
+        default=1,
+        ge=0,
+        description="data-parallel engines, each in its own process on its own tensor_parallel_size GPUs; "
+        "0 = one per group of visible GPUs",
+    )
 
 
 EngineProfile = Annotated[LocalProfile | OpenAIProfile | VLLMProfile, Field(discriminator="backend")]
@@ -122,11 +135,43 @@ def for_trained_model(profile: LocalProfile | OpenAIProfile | VLLMProfile, model
     raise ValueError(f"a trained model runs on the local or vllm backend, not {profile.backend!r}")
 
 
+def replica_layout(profile: LocalProfile | VLLMProfile) -> tuple[int, list[dict[str, str]]]:
+    """How many replicas a profile runs and the extra environment of each: vLLM replicas get
+    `tensor_parallel_size` of the visible GPUs each (CUDA_VISIBLE_DEVICES, else every GPU torch
+    sees); llama.cpp replicas share the CPU. Raises ProfileError when the GPUs do not suffice."""
+    if isinstance(profile, LocalProfile):
+        return profile.replicas, [{} for _ in range(profile.replicas)]
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible:
+        devices = [d.strip() for d in visible.split(",") if d.strip()]
+    else:
+        import torch
+
+        devices = [str(i) for i in range(torch.cuda.device_count())]
+    group = profile.tensor_parallel_size
+    count = profile.replicas or len(devices) // group
+    if count < 1 or count * group > len(devices):
+        raise ProfileError(
+            f"{count or 'one'} replica(s) of {group} GPU(s) each need more GPUs than the {len(devices)} visible"
+        )
+    return count, [{"CUDA_VISIBLE_DEVICES": ",".join(devices[i * group : (i + 1) * group])} for i in range(count)]
+
+
 def build_engine(profile: LocalProfile | OpenAIProfile | VLLMProfile | dict) -> Engine:
-    """An engine from a validated profile (a plain dict is validated first)."""
+    """An engine from a validated profile (a plain dict is validated first); a profile with
+    several replicas becomes a `ReplicaEngine` of single-replica engines in worker processes."""
     if isinstance(profile, dict):
         profile = validate_profile("(inline)", profile)
-    settings = profile.model_dump(exclude={"backend"})
+    if not isinstance(profile, OpenAIProfile) and profile.replicas != 1:
+        from mathdata_pipeline.engines.local import usable_cores
+        from mathdata_pipeline.engines.replicas import ReplicaEngine
+
+        count, envs = replica_layout(profile)
+        single = {"replicas": 1}
+        if isinstance(profile, LocalProfile):
+            single["n_threads"] = profile.n_threads or max(1, usable_cores() // count)
+        return ReplicaEngine(profile.model_copy(update=single).model_dump(), count, envs)
+    settings = profile.model_dump(exclude={"backend", "replicas"})
     if isinstance(profile, LocalProfile):
         from mathdata_pipeline.engines.local import LocalEngine
 

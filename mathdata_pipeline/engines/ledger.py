@@ -4,21 +4,31 @@ Key = hash(model id and revision, rendered prompt, sampling parameters, seed). R
 committed to a SQLite file as each request finishes (WAL journal), so a process killed at any
 moment loses only the requests in flight; a rerun looks every key up first and generates only the
 missing ones. A changed prompt or parameter is simply a new key. Retryable errors (engine faults,
-timeouts) are not stored, so a rerun tries them again.
+timeouts) are not stored, so a rerun tries them again; an empty completion is stored as a failed
+attempt, and the next attempt of that request (a derived seed, see `base.retry_seed`) is a new key.
+
+Grading verdicts are stored beside the requests, keyed by (response, reference, finish reason,
+grader version), so a resumed run regrades nothing and a new grader version regrades everything.
+
+The ledger never fails in silence: it refuses a read-only file before anything is generated, and
+every write first checks that the file is still the one it opened (not deleted, replaced,
+truncated or made read-only). Every error names the `.sqlite` file.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from mathdata_pipeline.common.text import stable_hash
 from mathdata_pipeline.engines.base import Completion, EngineInfo, RequestError, SamplingParams, TokenScore
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS requests (
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS requests (
     key TEXT PRIMARY KEY,
     model_id TEXT NOT NULL,
     params TEXT NOT NULL,
@@ -29,17 +39,36 @@ CREATE TABLE IF NOT EXISTS requests (
     completion_tokens INTEGER,
     error_reason TEXT,
     error_message TEXT
-)
-"""
-
-_SCORE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS scores (
+)""",
+    """CREATE TABLE IF NOT EXISTS scores (
     key TEXT PRIMARY KEY,
     model_id TEXT NOT NULL,
     logprob REAL NOT NULL,
     tokens INTEGER NOT NULL
+)""",
+    """CREATE TABLE IF NOT EXISTS verdicts (
+    key TEXT PRIMARY KEY,
+    grader TEXT NOT NULL,
+    correct INTEGER NOT NULL,
+    extracted TEXT,
+    reason TEXT
+)""",
 )
-"""
+_CHUNK = 900  # SQLite's default limit on bound parameters is 999
+
+
+class LedgerError(RuntimeError):
+    """The ledger file cannot be used (read-only, deleted, replaced, truncated, corrupt); the
+    message names the file."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A stored grading verdict: correct or not, the extracted answer, the grader's reason code."""
+
+    correct: bool
+    extracted: str | None
+    reason: str
 
 
 def request_key(info: EngineInfo, prompt: str, params: SamplingParams) -> str:
@@ -60,34 +89,90 @@ def score_key(info: EngineInfo, prompt: str, completion: str) -> str:
     return stable_hash("score", info.backend, info.model_id, info.revision, prompt, completion, length=32)
 
 
+def verdict_key(response: str, reference: str, finish_reason: str | None, grader_version: str) -> str:
+    """The ledger key of one grading verdict."""
+    return stable_hash("verdict", grader_version, reference, finish_reason or "", response, length=32)
+
+
 class RequestLedger:
-    """Durable map from request key to its Completion or non-retryable RequestError, and from
-    score key to its TokenScore."""
+    """Durable map from request key to its Completion or stored RequestError, from score key to
+    its TokenScore, and from verdict key to its Verdict. Every method raises LedgerError naming
+    the file when the file cannot be read or written."""
 
     def __init__(self, path: Path | str):
-        """Open (creating if needed) the ledger file at `path`."""
+        """Open (creating if needed) the ledger file at `path`. Raises LedgerError when the file
+        or its folder is read-only or the file is not a ledger, before anything is generated."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(_SCHEMA)
-        self._db.execute(_SCORE_SCHEMA)
+        self.existed = self.path.exists() and self.path.stat().st_size > 0
+        if self.path.exists() and _read_only(self.path, self.path.stat()):
+            raise LedgerError(f"ledger {self.path} is read-only: nothing was generated; make it writable and rerun")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            for statement in _SCHEMA:
+                self._db.execute(statement)
+            self._db.execute("BEGIN IMMEDIATE")  # fails now, not after the first generation, if read-only
+            self._db.execute("ROLLBACK")
+        except (sqlite3.Error, OSError) as exc:
+            raise LedgerError(f"ledger {self.path}: cannot open it for writing: {exc}") from exc
+        self._identity = self._stat_identity()
+        self.rows_at_open = self.rows()
+
+    def _stat_identity(self) -> tuple[int, int]:
+        stat = self.path.stat()
+        return stat.st_dev, stat.st_ino
+
+    def check(self) -> None:
+        """Raise LedgerError unless the file is still the one opened, non-empty and writable (a
+        ledger deleted, replaced, truncated or made read-only during a run fails the run before
+        more work is lost)."""
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            raise LedgerError(
+                f"ledger {self.path} was deleted during the run; stopping before more work is lost"
+            ) from None
+        if (stat.st_dev, stat.st_ino) != self._identity:
+            raise LedgerError(f"ledger {self.path} was replaced by another file during the run; stopping")
+        if stat.st_size == 0:
+            raise LedgerError(f"ledger {self.path} was truncated to 0 bytes during the run; stopping")
+        if _read_only(self.path, stat):
+            raise LedgerError(f"ledger {self.path} became read-only during the run; stopping before more work is lost")
+
+    def _execute(self, sql: str, parameters: Iterable = ()) -> sqlite3.Cursor:
+        try:
+            return self._db.execute(sql, tuple(parameters))
+        except sqlite3.Error as exc:
+            raise LedgerError(f"ledger {self.path}: {exc}") from exc
+
+    def _write(self, sql: str, parameters: Iterable) -> None:
+        self.check()
+        self._execute(sql, parameters)
+
+    def get(self, key: str) -> Completion | RequestError | None:
+        """The stored result of one request key, or None."""
+        row = self._execute(
+            "SELECT ok, text, finish_reason, prompt_tokens, completion_tokens, error_reason, error_message "
+            "FROM requests WHERE key = ?",
+            (key,),
+        ).fetchone()
+        return None if row is None else _result(*row)
 
     def lookup(self, keys: Iterable[str]) -> dict[str, Completion | RequestError]:
         """The stored results among `keys` (missing keys are absent from the dict)."""
         keys = list(dict.fromkeys(keys))
         found: dict[str, Completion | RequestError] = {}
-        for start in range(0, len(keys), 900):
-            chunk = keys[start : start + 900]
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start : start + _CHUNK]
             marks = ",".join("?" * len(chunk))
-            for row in self._db.execute(
+            for key, *row in self._execute(
                 f"SELECT key, ok, text, finish_reason, prompt_tokens, completion_tokens, "
                 f"error_reason, error_message FROM requests WHERE key IN ({marks})",
                 chunk,
             ):
-                key, ok, text, finish, ptoks, ctoks, reason, message = row
-                found[key] = Completion(text, finish, ptoks, ctoks) if ok else RequestError(reason, message)
+                found[key] = _result(*row)
         return found
 
     def record(self, key: str, info: EngineInfo, params: SamplingParams, result: Completion | RequestError) -> bool:
@@ -98,7 +183,7 @@ class RequestLedger:
             values = (0, None, None, None, None, result.reason, result.message)
         else:
             values = (1, result.text, result.finish_reason, result.prompt_tokens, result.completion_tokens, None, None)
-        self._db.execute(
+        self._write(
             "INSERT OR REPLACE INTO requests VALUES (?,?,?,?,?,?,?,?,?,?)",
             (key, info.model_id, json.dumps(params.as_dict(), sort_keys=True), *values),
         )
@@ -108,10 +193,10 @@ class RequestLedger:
         """The stored scores among `keys`."""
         keys = list(dict.fromkeys(keys))
         found: dict[str, TokenScore] = {}
-        for start in range(0, len(keys), 900):
-            chunk = keys[start : start + 900]
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start : start + _CHUNK]
             marks = ",".join("?" * len(chunk))
-            for key, logprob, tokens in self._db.execute(
+            for key, logprob, tokens in self._execute(
                 f"SELECT key, logprob, tokens FROM scores WHERE key IN ({marks})", chunk
             ):
                 found[key] = TokenScore(logprob, tokens)
@@ -119,12 +204,28 @@ class RequestLedger:
 
     def record_score(self, key: str, info: EngineInfo, score: TokenScore) -> None:
         """Commit one finished scoring request."""
-        self._db.execute(
-            "INSERT OR REPLACE INTO scores VALUES (?,?,?,?)", (key, info.model_id, score.logprob, score.tokens)
+        self._write("INSERT OR REPLACE INTO scores VALUES (?,?,?,?)", (key, info.model_id, score.logprob, score.tokens))
+
+    def get_verdict(self, key: str) -> Verdict | None:
+        """The stored verdict of one verdict key, or None."""
+        row = self._execute("SELECT correct, extracted, reason FROM verdicts WHERE key = ?", (key,)).fetchone()
+        return None if row is None else Verdict(bool(row[0]), row[1], row[2])
+
+    def record_verdict(self, key: str, grader_version: str, verdict: Verdict) -> None:
+        """Commit one grading verdict."""
+        self._write(
+            "INSERT OR REPLACE INTO verdicts VALUES (?,?,?,?,?)",
+            (key, grader_version, int(verdict.correct), verdict.extracted, verdict.reason),
         )
 
+    def rows(self) -> int:
+        """Stored requests and scores together."""
+        (requests,) = self._execute("SELECT COUNT(*) FROM requests").fetchone()
+        (scores,) = self._execute("SELECT COUNT(*) FROM scores").fetchone()
+        return int(requests) + int(scores)
+
     def __len__(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
+        return self._execute("SELECT COUNT(*) FROM requests").fetchone()[0]
 
     def close(self) -> None:
         """Close the database (everything recorded is already committed)."""
@@ -135,3 +236,13 @@ class RequestLedger:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _read_only(path: Path, stat: os.stat_result) -> bool:
+    """No write permission bit set (read-only even for root, who ignores permissions) or not
+    writable by this process."""
+    return not stat.st_mode & 0o222 or not os.access(path, os.W_OK)
+
+
+def _result(ok, text, finish, prompt_tokens, completion_tokens, reason, message) -> Completion | RequestError:
+    return Completion(text, finish, prompt_tokens, completion_tokens) if ok else RequestError(reason, message)

@@ -9,7 +9,6 @@ stored in the GGUF file, rendered with a sandboxed Jinja environment, so the pro
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 from collections.abc import Iterator, Sequence
@@ -17,7 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
-from mathdata_pipeline.engines.base import Completion, Engine, EngineInfo, Request, RequestError, TokenScore
+from mathdata_pipeline.engines.base import (
+    Completion,
+    Engine,
+    EngineInfo,
+    PromptTooLong,
+    Request,
+    RequestError,
+    TokenScore,
+)
+from mathdata_pipeline.engines.fingerprint import file_digest
 
 EMBEDDED_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
@@ -33,15 +41,6 @@ def embedded_gguf_path() -> Path:
     if not found:
         raise FileNotFoundError(f"no .gguf file inside {folder}")
     return found[0]
-
-
-def file_digest(path: Path, length: int = 12) -> str:
-    """First `length` hex characters of the file's sha256 (the model revision in ledger keys)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:length]
 
 
 def usable_cores() -> int:
@@ -149,8 +148,40 @@ class LocalEngine(Engine):
         return Completion(choice["text"], finish, usage["prompt_tokens"], usage["completion_tokens"])
 
     def score(self, prompt: str, completion: str) -> TokenScore:
-        """Sum of log-probabilities of `completion`'s tokens after `prompt` (a second llama.cpp
-        context with per-position logits is created on first use)."""
+        """Sum of log-probabilities of `completion`'s tokens after `prompt`, evaluated from an
+        empty cache (one pair per call). Raises PromptTooLong when the pair does not fit the
+        context, ValueError when prompt or completion is empty."""
+        return self._score_ids(*self._score_tokens(prompt, completion), reuse_prefix=False)
+
+    def score_many(self, pairs: Sequence[tuple[str, str]]) -> list[TokenScore | RequestError]:
+        """Scores of many pairs, in order. Pairs are evaluated sorted by prompt, and the tokens a
+        pair shares with the previous one (a demonstration in front of several anchors) stay in
+        llama.cpp's cache instead of being evaluated again. A pair that does not fit the context
+        or is empty is a RequestError in its place."""
+        results: list[TokenScore | RequestError | None] = [None] * len(pairs)
+        for index in sorted(range(len(pairs)), key=lambda i: pairs[i]):
+            try:
+                results[index] = self._score_ids(*self._score_tokens(*pairs[index]), reuse_prefix=True)
+            except PromptTooLong as exc:
+                results[index] = RequestError("prompt_too_long", str(exc))
+            except ValueError as exc:
+                results[index] = RequestError("engine_error", str(exc))
+        return results  # type: ignore[return-value]
+
+    def _score_tokens(self, prompt: str, completion: str) -> tuple[list[int], list[int]]:
+        scorer = self._scoring_context()
+        prompt_ids = scorer.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        completion_ids = scorer.tokenize(completion.encode("utf-8"), add_bos=False, special=False)
+        if not completion_ids or not prompt_ids:
+            raise ValueError("score needs a non-empty prompt and completion")
+        if len(prompt_ids) + len(completion_ids) > self.n_ctx:
+            raise PromptTooLong(
+                f"prompt + completion is {len(prompt_ids) + len(completion_ids)} tokens, context is {self.n_ctx}"
+            )
+        return prompt_ids, completion_ids
+
+    def _scoring_context(self):
+        """A second llama.cpp context with per-position logits, created on first use."""
         if self._scorer is None:
             from llama_cpp import Llama
 
@@ -161,20 +192,26 @@ class LocalEngine(Engine):
                 logits_all=True,
                 verbose=False,
             )
-        prompt_ids = self._scorer.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
-        completion_ids = self._scorer.tokenize(completion.encode("utf-8"), add_bos=False, special=False)
+        return self._scorer
+
+    def _score_ids(self, prompt_ids: list[int], completion_ids: list[int], *, reuse_prefix: bool) -> TokenScore:
+        """Evaluate prompt + completion, keeping the longest prefix already in the cache when
+        `reuse_prefix` (positions from the last prompt token on are always evaluated again: their
+        logits are what is scored), and sum the completion tokens' log-probabilities."""
+        scorer = self._scoring_context()
         ids = prompt_ids + completion_ids
-        if not completion_ids or not prompt_ids:
-            raise ValueError("score needs a non-empty prompt and completion")
-        if len(ids) > self.n_ctx:
-            raise ValueError(f"prompt + completion is {len(ids)} tokens, context is {self.n_ctx}")
-        self._scorer.reset()
-        self._scorer.eval(ids)
-        logits = np.asarray(self._scorer.scores[len(prompt_ids) - 1 : len(ids) - 1], dtype=np.float64)
+        first = len(prompt_ids) - 1  # the logits at this position predict the first completion token
+        keep = 0
+        if reuse_prefix and scorer.n_tokens:
+            cached = np.asarray(scorer.input_ids[: min(scorer.n_tokens, first)])
+            mismatch = np.flatnonzero(cached != np.asarray(ids[: len(cached)]))
+            keep = int(mismatch[0]) if mismatch.size else len(cached)
+        scorer.n_tokens = keep  # `eval` drops the cache from here on
+        scorer.eval(ids[keep:-1])
+        logits = np.asarray(scorer.scores[first : len(ids) - 1], dtype=np.float64)
         shifted = logits - logits.max(axis=1, keepdims=True)
-        logprobs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        total = float(logprobs[np.arange(len(completion_ids)), completion_ids].sum())
-        return TokenScore(logprob=total, tokens=len(completion_ids))
+        logprobs = shifted[np.arange(len(completion_ids)), completion_ids] - np.log(np.exp(shifted).sum(axis=1))
+        return TokenScore(logprob=float(logprobs.sum()), tokens=len(completion_ids))
 
     def close(self) -> None:
         """Release both llama.cpp contexts."""

@@ -4,12 +4,20 @@ It builds engines from profiles (`configs/engines.yaml`) on first use, with the 
 front of each. A stage can name another profile for one role (a judge, a solver, an optimizer),
 or a model the pipeline trained (the ScaleQuest question generator); only one engine is alive at
 a time, so a stage that switches between models never holds two of them in (GPU) memory.
+
+Ledgers: one SQLite file per ledger name and partition, `<ledger_dir>/<name>/<partition>.sqlite`
+(just `<name>.sqlite` for an unpartitioned asset, or when the name already ends with the
+partition, as `solver/<source>` does), so no file grows with every shard of a stage. A ledger that
+is missing or empty where the previous materialization of the asset recorded ledger rows is a
+warning in the run log and in metadata (`ledger_warning`), with the counts.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -19,7 +27,9 @@ from mathdata_pipeline.common.names import path_component
 from mathdata_pipeline.engines.base import Engine, Request, TokenScore
 from mathdata_pipeline.engines.factory import DEFAULT_PROFILE, build_engine, for_trained_model, load_profile
 from mathdata_pipeline.engines.ledger import RequestLedger
-from mathdata_pipeline.engines.runner import GenerateFn, GenerationStats, Result, run_requests, run_scores
+from mathdata_pipeline.engines.runner import GenerateFn, GenerationStats, LedgerStream, Result, run_requests, run_scores
+
+_MAX_COMPONENT_BYTES = 120  # far below every file system's 255-byte name limit, ".sqlite" included
 
 
 def default_ledger_dir() -> Path:
@@ -30,9 +40,44 @@ def default_ledger_dir() -> Path:
     return Path(storage) / "_ledger" if "://" not in storage else Path(".ledger")
 
 
+def ledger_component(name: str) -> str:
+    """`name` as exactly one short path component: quoted by `path_component` (no `/`, no `..`,
+    no NUL, ASCII only) and, when longer than 120 bytes, cut with a hash of the whole name added,
+    so distinct names stay distinct and no name is too long for the file system."""
+    quoted = path_component(name)
+    if len(quoted) <= _MAX_COMPONENT_BYTES:
+        return quoted
+    return quoted[:80] + "~" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _partition_of(context: dg.AssetExecutionContext | None) -> str | None:
+    if context is None:
+        return None
+    try:
+        return context.partition_key if context.has_partition_key else None
+    except (AttributeError, dg.DagsterInvariantViolationError):
+        return None
+
+
+def _previous_ledger_rows(context: dg.AssetExecutionContext) -> int:
+    """`ledger_rows` of the asset's (partition's) latest materialization, 0 when there is none."""
+    try:
+        partition = _partition_of(context)
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[partition] if partition else None),
+            limit=1,
+        ).records
+    except (AttributeError, dg.DagsterInvariantViolationError):  # not an asset step
+        return 0
+    if not records or records[0].asset_materialization is None:
+        return 0
+    value = records[0].asset_materialization.metadata.get("ledger_rows")
+    return int(value.value) if value is not None else 0
+
+
 class LLMResource(dg.ConfigurableResource):
-    """Generation and scoring for assets, through the ledger file `<ledger_dir>/<ledger_name>.sqlite`,
-    so a rerun after a crash regenerates nothing that finished.
+    """Generation and scoring for assets, through the ledger files under `ledger_dir`, so a rerun
+    after a crash regenerates nothing that finished.
 
     Every method takes an optional `profile` (empty = this resource's profile) and `model_dir` (a
     model the pipeline trained, served on that profile's backend).
@@ -48,9 +93,17 @@ class LLMResource(dg.ConfigurableResource):
     max_error_share: float = Field(
         default=0.05, ge=0.0, le=1.0, description="fail the asset when more than this share of requests fail"
     )
+    attempts_per_run: int = Field(
+        default=2,
+        ge=1,
+        le=10,
+        description="engine calls per request at most in one run: an empty completion or a transient fault is "
+        "tried again with a derived seed (a rerun continues with the next seeds)",
+    )
     progress_interval_s: float = Field(default=30.0, gt=0, description="seconds between progress lines in the run log")
     _engine: Engine | None = PrivateAttr(default=None)
     _engine_key: tuple[str, str] | None = PrivateAttr(default=None)
+    _checked_ledgers: set[str] = PrivateAttr(default_factory=set)
 
     def profile_name(self, profile: str = "") -> str:
         """The profile in effect for a request that names `profile` (empty = the resource's)."""
@@ -72,12 +125,51 @@ class LLMResource(dg.ConfigurableResource):
         """The model id that goes into sample rows and ledger keys."""
         return self.engine(profile, model_dir).info.model_id
 
-    def ledger_path(self, ledger_name: str) -> Path:
-        """The SQLite file of ledger `ledger_name` ("/"-separated; every part is quoted into one
-        path component, so no name can reach outside the ledger folder)."""
-        parts = [path_component(part) for part in ledger_name.split("/")]
+    def ledger_path(self, ledger_name: str, partition: str | None = None) -> Path:
+        """The SQLite file of ledger `ledger_name` ("/"-separated) for `partition`:
+        `<ledger_dir>/<name>/<partition>.sqlite`, or `<ledger_dir>/<name>.sqlite` without a
+        partition or when the name's last part already is the partition. Every part is quoted
+        into one short path component (`ledger_component`), so no name can reach outside the
+        ledger folder."""
+        parts = ledger_name.split("/")
+        if partition is not None and parts[-1] != partition:
+            parts.append(partition)
+        quoted = [ledger_component(part) for part in parts]
         base = Path(self.ledger_dir) if self.ledger_dir else default_ledger_dir()
-        return base.joinpath(*parts[:-1], f"{parts[-1]}.sqlite")
+        return base.joinpath(*quoted[:-1], f"{quoted[-1]}.sqlite")
+
+    @contextmanager
+    def _ledger(
+        self, context: dg.AssetExecutionContext | None, ledger_name: str, stats: GenerationStats
+    ) -> Iterator[RequestLedger]:
+        """The open ledger of `ledger_name` for the context's partition; on the way out its row
+        count (and any warning about a lost ledger) goes into `stats`."""
+        ledger = RequestLedger(self.ledger_path(ledger_name, _partition_of(context)))
+        try:
+            warning = self._lost_ledger_warning(context, ledger)
+            if warning:
+                (context.log.warning if context is not None else print)(warning)
+                stats.warnings.append(warning)
+            yield ledger
+        finally:
+            stats.ledgers[str(ledger.path)] = ledger.rows()
+            ledger.close()
+
+    def _lost_ledger_warning(self, context: dg.AssetExecutionContext | None, ledger: RequestLedger) -> str | None:
+        """A warning when `ledger` starts empty (or did not exist) although the previous
+        materialization of this asset and partition recorded ledger rows; checked once per file."""
+        if context is None or ledger.rows_at_open or str(ledger.path) in self._checked_ledgers:
+            return None
+        self._checked_ledgers.add(str(ledger.path))
+        previous = _previous_ledger_rows(context)
+        if not previous:
+            return None
+        state = "empty" if ledger.existed else "missing"
+        return (
+            f"ledger {ledger.path} was {state} at the start of this run, but the previous materialization of "
+            f"{context.asset_key.to_user_string()} recorded {previous} ledger rows: every request is generated "
+            "again (was the ledger folder deleted or replaced?)"
+        )
 
     def generate(
         self,
@@ -92,8 +184,9 @@ class LLMResource(dg.ConfigurableResource):
         """Run `requests` through the ledger `ledger_name`; see `engines.runner.run_requests`."""
         log = context.log.info if context is not None else print
         engine = self.engine(profile, model_dir)
-        with RequestLedger(self.ledger_path(ledger_name)) as ledger:
-            return run_requests(
+        ledger_stats = GenerationStats()
+        with self._ledger(context, ledger_name, ledger_stats) as ledger:
+            results, stats = run_requests(
                 engine,
                 ledger,
                 requests,
@@ -101,7 +194,10 @@ class LLMResource(dg.ConfigurableResource):
                 log=log,
                 progress_interval=self.progress_interval_s,
                 max_error_share=self.max_error_share,
+                attempts_per_run=self.attempts_per_run,
             )
+        stats.ledgers, stats.warnings = ledger_stats.ledgers, ledger_stats.warnings
+        return results, stats
 
     def generate_fn(
         self,
@@ -124,6 +220,36 @@ class LLMResource(dg.ConfigurableResource):
 
         return generate
 
+    @contextmanager
+    def stream(
+        self,
+        context: dg.AssetExecutionContext | None,
+        *,
+        ledger_name: str,
+        profile: str = "",
+        model_dir: str | Path | None = None,
+    ) -> Iterator[LedgerStream]:
+        """An open `LedgerStream` through the ledger `ledger_name` (see `engines.runner`): submit
+        requests at any time, take each result as it finishes. The caller checks the error budget
+        (`stream.check_error_budget(llm.max_error_share)`) when its work is done; `stream.stats`
+        has the statistics, ledger rows included, once the block ends."""
+        log = context.log.info if context is not None else print
+        engine = self.engine(profile, model_dir)
+        ledger_stats = GenerationStats()
+        with self._ledger(context, ledger_name, ledger_stats) as ledger:
+            stream = LedgerStream(
+                engine,
+                ledger,
+                attempts_per_run=self.attempts_per_run,
+                log=log,
+                progress_interval=self.progress_interval_s,
+            )
+            try:
+                yield stream
+            finally:
+                stream.close()
+        stream.stats.ledgers, stream.stats.warnings = ledger_stats.ledgers, ledger_stats.warnings
+
     def score_many(
         self,
         context: dg.AssetExecutionContext | None,
@@ -131,13 +257,17 @@ class LLMResource(dg.ConfigurableResource):
         *,
         ledger_name: str,
         profile: str = "",
-    ) -> tuple[list[TokenScore], GenerationStats]:
-        """Log-probabilities of (prompt, completion) pairs through the ledger `ledger_name`; see
-        `engines.runner.run_scores`."""
+    ) -> tuple[list[TokenScore | None], GenerationStats]:
+        """Log-probabilities of (prompt, completion) pairs through the ledger `ledger_name`, many
+        pairs per engine call; see `engines.runner.run_scores`. A pair that cannot be scored (longer
+        than the context) is None and counted in `errors`."""
         log = context.log.info if context is not None else print
         engine = self.engine(profile)
-        with RequestLedger(self.ledger_path(ledger_name)) as ledger:
-            return run_scores(engine, ledger, pairs, log=log, progress_interval=self.progress_interval_s)
+        ledger_stats = GenerationStats()
+        with self._ledger(context, ledger_name, ledger_stats) as ledger:
+            scores, stats = run_scores(engine, ledger, pairs, log=log, progress_interval=self.progress_interval_s)
+        stats.ledgers, stats.warnings = ledger_stats.ledgers, ledger_stats.warnings
+        return scores, stats
 
     def close_engine(self) -> None:
         """Close the current engine (frees its model and, on vLLM, its GPU memory)."""

@@ -6,10 +6,18 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
-from mathdata_pipeline.engines.base import Completion, Engine, Request, RequestError, SamplingParams, derive_seed
+from mathdata_pipeline.engines.base import (
+    Completion,
+    Engine,
+    Request,
+    RequestError,
+    SamplingParams,
+    derive_seed,
+    retry_seed,
+)
 from mathdata_pipeline.engines.ledger import RequestLedger
 from mathdata_pipeline.engines.local import LocalEngine
-from mathdata_pipeline.engines.runner import ErrorBudgetExceeded, run_requests, run_scores
+from mathdata_pipeline.engines.runner import ErrorBudgetExceeded, LedgerStream, run_requests, run_scores
 
 QUESTION = [{"role": "user", "content": "What is 2 + 3? Answer with a number."}]
 
@@ -74,11 +82,16 @@ class CountingEngine(Engine):
 
 
 class EmptyCompletionInjectingEngine(CountingEngine):
-    """Fault injection: blanks the completion of every request whose seed is odd."""
+    """Fault injection: blanks the completion of every request whose seed is in `seeds` (default:
+    every request)."""
+
+    def __init__(self, inner: Engine, seeds: set[int] | None = None):
+        super().__init__(inner)
+        self.seeds = seeds
 
     def generate(self, requests):
         for index, result in super().generate(requests):
-            if requests[index].params.seed % 2:
+            if self.seeds is None or requests[index].params.seed in self.seeds:
                 result = Completion("  ", "stop", result.prompt_tokens, 1)
             yield index, result
 
@@ -103,6 +116,7 @@ def test_ledger_reuses_finished_requests_and_new_params_are_new_keys(engine, tmp
         "completion_tokens",
         "tokens_per_second",
         "wall_seconds",
+        "retries",
     }
     assert metadata["completion_tokens"] > 0 and metadata["tokens_per_second"] > 0
 
@@ -115,7 +129,7 @@ def test_bad_rows_are_recorded_and_skipped_until_the_error_budget(engine, tmp_pa
         results, stats = run_requests(engine, ledger, requests, log=lines.append, progress_interval=0)
         assert stats.errors == 1 and isinstance(results[-1], RequestError)
         assert any("20/20 done" in line and "ETA" in line for line in lines)
-        with pytest.raises(ErrorBudgetExceeded, match=r"row-a: empty_completion.*row-b: prompt_too_long"):
+        with pytest.raises(ErrorBudgetExceeded, match=r"2 of 3 requests failed.*after up to 2 attempts") as failed:
             run_requests(
                 EmptyCompletionInjectingEngine(engine),
                 ledger,
@@ -123,6 +137,40 @@ def test_bad_rows_are_recorded_and_skipped_until_the_error_budget(engine, tmp_pa
                 row_ids=["row-a", "row-b", "row-c"],
                 log=lambda _: None,
             )
+        assert "row-a: empty_completion" in str(failed.value) and "row-b: prompt_too_long" in str(failed.value)
+
+
+def test_an_empty_completion_heals_with_a_derived_seed_now_and_on_a_rerun(engine, tmp_path):
+    requests = [_request(derive_seed("heal", i)) for i in range(3)]
+    blank_first = EmptyCompletionInjectingEngine(engine, seeds={requests[0].params.seed, requests[1].params.seed})
+    with RequestLedger(tmp_path / "l.sqlite") as ledger:
+        results, stats = run_requests(blank_first, ledger, requests, log=lambda _: None)  # retried in this run
+        assert [r.attempt for r in results] == [1, 1, 0] and stats.retries == 2 and stats.errors == 0
+        assert blank_first.generated == 5 and all(isinstance(r, Completion) for r in results)
+        again, stats = run_requests(CountingEngine(engine), ledger, requests, log=lambda _: None)
+        assert again == results and stats.cache_hits == 3  # the stored empty attempts lead to the stored retries
+    with RequestLedger(tmp_path / "one.sqlite") as ledger:
+        once = EmptyCompletionInjectingEngine(engine, seeds={requests[0].params.seed})
+        [failed], stats = run_requests(once, ledger, requests[:1], attempts_per_run=1, max_error_share=1.0)
+        assert failed.reason == "empty_completion" and stats.errors == 1
+        rerun = CountingEngine(engine)
+        [healed], stats = run_requests(rerun, ledger, requests[:1], log=lambda _: None)
+    assert isinstance(healed, Completion) and healed.attempt == 1 and rerun.generated == 1  # only the new seed
+    seed = retry_seed(requests[0].params.seed, 1)
+    ((_, direct),) = engine.generate([Request.chat(QUESTION, SamplingParams(0.8, 0.95, 12, seed=seed))])
+    assert direct.text == healed.text
+
+
+def test_a_stream_serves_cached_requests_at_once_and_takes_more_while_running(engine, tmp_path):
+    with RequestLedger(tmp_path / "l.sqlite") as ledger:
+        run_requests(engine, ledger, [_request(21)], log=lambda _: None)
+        with LedgerStream(engine, ledger, log=lambda _: None) as stream:
+            stream.submit("cached", _request(21))
+            stream.submit("new", _request(22))
+            assert stream.pending == 2 and stream.next_result()[0] == "cached"
+            stream.submit("late", _request(23))
+            assert {stream.next_result()[0], stream.next_result()[0]} == {"new", "late"}
+            assert stream.pending == 0 and stream.stats.cache_hits == 1 and stream.stats.requests == 3
 
 
 def test_same_seed_same_text_whatever_ran_before(engine):
@@ -156,3 +204,17 @@ def test_scores_go_through_the_ledger_and_are_reused(engine, tmp_path):
     assert first == again and first[0] == first[2]
     direct = engine.score(*pairs[1])
     assert first[1].tokens == direct.tokens and abs(first[1].logprob - direct.logprob) < 1e-6
+
+
+def test_batched_scoring_reuses_the_shared_prefix_and_gives_the_same_scores(engine, tmp_path):
+    demo = "Question: Tom has 3 apples and buys 4 more. How many apples does he have?\nAnswer:\n3 + 4 = 7. The answer is 7.\n\n"
+    pairs = [(demo + f"Question: What is {i} + {i}?\nAnswer:\n", f"{i} + {i} = {2 * i}.") for i in range(4)]
+    pairs.append(("word " * 600, "too long for the context"))
+    one_by_one = [engine.score(*pair) for pair in pairs[:4]]
+    batched = engine.score_many(pairs)
+    assert [s.tokens for s in batched[:4]] == [s.tokens for s in one_by_one]
+    assert max(abs(a.logprob - b.logprob) for a, b in zip(batched, one_by_one)) < 1e-3
+    assert isinstance(batched[4], RequestError) and batched[4].reason == "prompt_too_long"
+    with RequestLedger(tmp_path / "l.sqlite") as ledger:
+        scores, stats = run_scores(engine, ledger, pairs, log=lambda _: None)
+    assert scores[4] is None and stats.errors == 1 and scores[:4] == batched[:4]
