@@ -30,6 +30,8 @@ class QpoPlan:
     rewrite_max_tokens: int
     min_pairs: int
     training: QpoConfig
+    judge_max_tokens: int = 2048  # the judge's token cap when a judge checks the pairs
+    judge_any_yes: bool = False  # the paper's verdict rule (any "yes") instead of the final verdict
 
 
 @dataclass
@@ -60,13 +62,16 @@ def train_question_generator(
     generate_questions: GenerateFn | None = None,
     rewrite: GenerateFn | None = None,
     release: Callable[[], None] = lambda: None,
+    judge: GenerateFn | None = None,
 ) -> GeneratorRun:
     """QFT into `root/qft`, then (with a `qpo` plan) the QPO pairs and DPO into `root/qpo`.
 
     Inputs: the seed questions; the user-turn prefix; the output root; the QFT settings; the QPO
     plan or None; `generate_questions` (bound to the QFT model at `root/qft`) and `rewrite` (bound
     to the optimizer), needed with a plan; `release`, called before each training so no engine
-    holds memory while a model trains. Writes `root/latest.json` naming the final variant.
+    holds memory while a model trains; `judge` (bound to the judge's profile), when given, checks
+    each pair's chosen rewrite (`rewrite_prompts.judge_pairs`). Writes `root/latest.json` naming
+    the final variant.
     """
     release()
     run = GeneratorRun(qft=train_qft(questions, prefix.prefix, prefix.end_of_turn, root / "qft", qft))
@@ -79,6 +84,9 @@ def train_question_generator(
             rewrite_max_tokens=qpo.rewrite_max_tokens,
             generate_questions=generate_questions,
             rewrite=rewrite,
+            judge=judge,
+            judge_max_tokens=qpo.judge_max_tokens,
+            judge_any_yes=qpo.judge_any_yes,
         )
         run.pairs = len(pairs)
         release()
