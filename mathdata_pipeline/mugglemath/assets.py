@@ -3,6 +3,7 @@
 from typing import Literal
 
 import dagster as dg
+import pyarrow as pa
 from pydantic import Field
 
 from mathdata_pipeline.common.metadata import counts_metadata, generation_metadata, table_metadata
@@ -17,22 +18,31 @@ from mathdata_pipeline.engines.base import SamplingParams
 from mathdata_pipeline.engines.resources import LLMResource
 from mathdata_pipeline.engines.runner import GenerationStats
 from mathdata_pipeline.grading import Grader
-from mathdata_pipeline.mugglemath.prompts import REWRITE_TYPES, RewriteType
-from mathdata_pipeline.mugglemath.responses import vote_columns
-from mathdata_pipeline.mugglemath.rewrites import new_problems, rewrite_jobs
+from mathdata_pipeline.mugglemath.prompts import AUGMATH, REWRITE_TYPES, RewriteType
+from mathdata_pipeline.mugglemath.responses import solution_ballots, vote_columns
+from mathdata_pipeline.mugglemath.rewrites import RewriteJob, new_problems, rewrite_jobs
 from mathdata_pipeline.storage.resources import TableStore
 
 
 class AugmentConfig(dg.Config):
-    """Query augmentation (METHODS.md §4): which rewrites, how many questions per reply, rounds,
-    on how many seeds, and the sampling settings."""
+    """Query augmentation (METHODS.md §4): which rewrites, how many questions per reply, the rounds
+    (one engine profile each: the paper runs three rounds on the same seeds with GPT-3.5, GPT-4 and
+    GPT-3.5), on how many seeds, and the sampling settings."""
 
     rewrite_types: list[RewriteType] = Field(default=list(REWRITE_TYPES), description="rewrite types to run")
-    questions_per_rewrite: int = Field(default=3, ge=1, le=20, description="new questions asked for per reply")
-    rounds: int = Field(default=1, ge=1, description="rounds of every (seed, type)")
+    questions_per_rewrite: int = Field(
+        default=3, ge=1, le=20, description="new questions per reply (per type; AugMATH: variations per seed)"
+    )
+    round_profiles: list[str] = Field(
+        default=["", "", ""],
+        min_length=1,
+        description="one engine profile per round, in order; empty = the llm resource's profile",
+    )
     max_seeds: int = Field(default=0, ge=0, description="a salted subset of this many seeds; 0 = all")
-    prompt_variant: Literal["", "gsm8k", "math"] = Field(
-        default="", description='prompt variant; empty = "math" for a source called math, else "gsm8k"'
+    prompt_variant: Literal["", "gsm8k", "math", "augmath"] = Field(
+        default="",
+        description='empty = "augmath" (question + solution, the paper\'s AugMATH) for a source called math, '
+        'else "gsm8k"; "math" rewrites MATH questions without solutions',
     )
     temperature: float = Field(default=0.7, ge=0.0, le=5.0)
     top_p: float = Field(default=0.95, gt=0.0, le=1.0)
@@ -55,6 +65,29 @@ class AugmentResponseConfig(dg.Config):
     seed_salt: str = Field(default="mugglemath-responses", description="salt of the sample seeds")
 
 
+def _generate_rounds(
+    context: dg.AssetExecutionContext, llm: LLMResource, jobs: list[RewriteJob], profiles: list[str], ledger: str
+) -> tuple[list, dict[int, str], GenerationStats]:
+    """Every round's requests on that round's engine profile: (results aligned with `jobs`,
+    {round: model id}, the combined statistics)."""
+    results: list = [None] * len(jobs)
+    models, stats = {}, []
+    for round_, profile in enumerate(profiles):
+        indices = [i for i, job in enumerate(jobs) if job.round == round_]
+        models[round_] = llm.model_id(profile)
+        done, round_stats = llm.generate(
+            context,
+            [jobs[i].request for i in indices],
+            ledger_name=ledger,
+            row_ids=[f"{jobs[i].parent_id}:{jobs[i].rewrite_type}:{round_}" for i in indices],
+            profile=profile,
+        )
+        stats.append(round_stats)
+        for i, result in zip(indices, done):
+            results[i] = result
+    return results, models, GenerationStats.combine(stats)
+
+
 @dg.asset(
     partitions_def=seed_sources,
     group_name="augmentation",
@@ -66,26 +99,22 @@ class AugmentResponseConfig(dg.Config):
 def augmented_questions(
     context: dg.AssetExecutionContext, config: AugmentConfig, llm: LLMResource, store: TableStore
 ) -> dg.MaterializeResult:
-    """New questions rewritten from seeds with MuggleMath's five rewrite types; parsed, deduplicated
-    against the seeds and each other, and cleared of benchmark overlap (all drops counted)."""
+    """New questions rewritten from seeds with MuggleMath's five rewrite types, one round per engine
+    profile (AugMATH: new questions with their solutions); parsed, deduplicated against the seeds
+    and each other, and cleared of benchmark overlap (all drops counted)."""
     source = context.partition_key
     seeds = solver_subset(store.read("seed_problems", source), max_questions=config.max_seeds, salt=config.seed_salt)
     params = SamplingParams(temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_tokens)
-    jobs = rewrite_jobs(
+    jobs, skipped = rewrite_jobs(
         seeds,
         types=[RewriteType(t).value for t in config.rewrite_types],
         k=config.questions_per_rewrite,
-        rounds=config.rounds,
-        variant=config.prompt_variant or ("math" if source == "math" else "gsm8k"),
+        rounds=len(config.round_profiles),
+        variant=config.prompt_variant or (AUGMATH if source == "math" else "gsm8k"),
         params=params,
         salt=config.seed_salt,
     )
-    results, stats = llm.generate(
-        context,
-        [j.request for j in jobs],
-        ledger_name=f"augment/{source}",
-        row_ids=[f"{j.parent_id}:{j.rewrite_type}:{j.round}" for j in jobs],
-    )
+    results, models, stats = _generate_rounds(context, llm, jobs, config.round_profiles, f"augment/{source}")
     table, counts = new_problems(
         seeds,
         jobs,
@@ -93,7 +122,9 @@ def augmented_questions(
         source=source,
         k=config.questions_per_rewrite,
         params_hash=params_hash(config.model_dump(mode="json")),
+        models=models,
     )
+    counts.update(skipped)
     table, counts["dropped_benchmark_overlap"] = drop_benchmark_overlap(table, store.read("contamination_index"))
     path = store.write(table, "augmented_questions", source)
     check = contamination_check(
@@ -105,6 +136,7 @@ def augmented_questions(
             **generation_metadata(stats),
             **counts_metadata(counts),
             "seeds_used": seeds.num_rows,
+            "round_models": dg.MetadataValue.json({str(r): m for r, m in models.items()}),
         },
         check_results=[check],
     )
@@ -116,11 +148,12 @@ def augmented_questions(
 def augmented_responses(
     context: dg.AssetExecutionContext, config: AugmentResponseConfig, llm: LLMResource, store: TableStore
 ) -> dg.MaterializeResult:
-    """Sampled responses to every augmented question, with the majority-vote answer, the GSM8K
-    calculator-annotation check and deduplication by equation sequence; `kept` marks the
-    responses that become solutions."""
+    """Sampled responses to every augmented question, with the majority-vote answer (an AugMATH
+    question's own solution is its first ballot), the GSM8K calculator-annotation check and
+    deduplication by equation sequence; `kept` marks the responses that become solutions."""
     source = context.partition_key
-    questions = store.read("augmented_questions", source, columns=["problem_id", "question"]).to_pylist()
+    augmented = store.read("augmented_questions", source)
+    questions = augmented.select(["problem_id", "question"]).to_pylist()
     specs = [
         SampleSpec(q["problem_id"], q["question"], k, 0) for q in questions for k in range(config.samples_per_question)
     ]
@@ -135,7 +168,10 @@ def augmented_responses(
     )
     with Grader() as grader:
         table, counts = vote_columns(
-            samples, grader, check_annotations=(source == "gsm8k"), min_share=config.min_agreement
+            pa.concat_tables([solution_ballots(augmented), samples]),
+            grader,
+            check_annotations=(source == "gsm8k"),
+            min_share=config.min_agreement,
         )
     path = store.write(table, "augmented_responses", source)
     return dg.MaterializeResult(

@@ -1,5 +1,6 @@
 """Deduplication: new questions equal or near-equal (word 5-gram Jaccard) to a seed or an earlier
-new question, and responses that take the same calculation steps (equation sequences)."""
+new question, and responses that take the same calculation steps (equation sequences; among those,
+RFT's "farthest" path is kept)."""
 
 from __future__ import annotations
 
@@ -160,18 +161,33 @@ def _canonical_equation(body: str) -> str:
 
 
 def dedup_by_equations(responses: Sequence[str]) -> list[int]:
-    """Indices of the responses to keep: the first of each distinct equation sequence.
+    """Indices of the responses to keep: one per distinct equation sequence, the farthest one.
 
-    Input: the (already filtered) responses to ONE question. Output: kept indices in order.
-    Two responses are duplicates when `equation_sequence` gives the same steps in the same
-    order (as in RFT's `collect_rejection_sampling.py`). Responses without any equation are
-    compared by `normalize_text` instead, so different prose answers are all kept.
+    Input: the (already filtered) responses to ONE question, in sample order. Output: kept indices,
+    ascending. Two responses are duplicates when `equation_sequence` gives the same steps in the
+    same order; responses without any equation are compared by `normalize_text` instead, so
+    different prose answers are all kept.
+
+    Which duplicate stays follows RFT's `collect_rejection_sampling.py` ("farthest" paths): the
+    responses are visited in order; a new equation sequence is kept; a response whose sequence is
+    already kept replaces the kept one when its summed character edit distance to the *other*
+    kept responses is larger than the kept one's, so the kept set drifts towards paths that are
+    worded most differently.
     """
-    seen: set[tuple[str, ...]] = set()
-    kept: list[int] = []
+    import editdistance
+
+    slots: list[int] = []  # kept response of each distinct sequence, in first-seen order
+    slot_of: dict[tuple[str, ...], int] = {}
     for index, response in enumerate(responses):
         key = equation_sequence(response) or ("\x00text", normalize_text(response))
-        if key not in seen:
-            seen.add(key)
-            kept.append(index)
-    return kept
+        slot = slot_of.get(key)
+        if slot is None:
+            slot_of[key] = len(slots)
+            slots.append(index)
+            continue
+        current = slots[slot]
+        others = [responses[j] for j in slots if j != current]
+        challenger = sum(editdistance.eval(response, other) for other in others)
+        if challenger > sum(editdistance.eval(responses[current], other) for other in others):
+            slots[slot] = index
+    return sorted(slots)

@@ -174,3 +174,67 @@ def _clean_item(item: str) -> str | None:
     if len(question) > 2 and question[0] in _QUOTES and question[-1] in _QUOTES:
         question = question[1:-1].strip()
     return question if _ASKS.search(question) else None
+
+
+# AugMATH replies: `Question1: ...` then `Solution1: ...` ending in `##end1`.
+_PAIR_QUESTION = re.compile(
+    r"^[ \t>#*_]*(?:question|problem)[ \t]*(?P<n>\d{1,2})[ \t]*[*_]*[ \t]*[:.][*_]*[ \t]*", re.I | re.M
+)
+_PAIR_SOLUTION = re.compile(
+    r"(?:^[ \t>#*_]*solution[ \t]*\d{0,2}[ \t]*[*_]*[ \t]*[:.]|\bsolution[ \t]*\d{1,2}[ \t]*[*_]*[ \t]*:)[*_]*[ \t]*",
+    re.I | re.M,
+)
+_PAIR_END = re.compile(r"#{1,2}[ \t]*end[ \t]*\d{0,2}", re.I)
+
+
+@dataclass(frozen=True)
+class ParsedPairs:
+    """Question–solution pairs parsed from one AugMATH reply.
+
+    `pairs`: (question, solution) in reply order, stripped, no repeated questions; `failure`: None
+    when at least one pair was found, else `"empty"`, `"no_pairs"` (no `QuestionN:` item with a
+    `SolutionN:`) or `"truncated"` (the only pair was cut off by the token limit).
+    """
+
+    pairs: list[tuple[str, str]]
+    failure: str | None = None
+
+
+def parse_question_solution_pairs(
+    text: str, *, expected: int | None = None, finish_reason: str | None = None
+) -> ParsedPairs:
+    """The (question, solution) pairs of an AugMATH reply (`prompts.augmath_messages`).
+
+    An item starts at a line `QuestionN:` (also `**Question N:**`, `Problem N.`) and holds a line
+    `SolutionN:` (the number may be missing); the question is the text between them, the solution
+    the text after it up to `##endN` or the next item. Items without a solution, or whose question
+    or solution is empty, are dropped. When `finish_reason` is a truncation reason the last item is
+    dropped unless its `##end` marker was written. At most `expected` pairs are returned.
+    """
+    if not text or not text.strip():
+        return ParsedPairs([], "empty")
+    text = text.replace("\r\n", "\n")
+    starts = list(_PAIR_QUESTION.finditer(text))
+    bounds = [m.start() for m in starts[1:]] + [len(text)]
+    pairs: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    cut_off = False
+    for index, (start, end) in enumerate(zip(starts, bounds)):
+        item = text[start.end() : end]
+        solution_mark = _PAIR_SOLUTION.search(item)
+        if solution_mark is None:
+            continue
+        ended = _PAIR_END.search(item, solution_mark.end())
+        if finish_reason in TRUNCATED_FINISH_REASONS and index == len(starts) - 1 and ended is None:
+            cut_off = True
+            continue
+        question = item[: solution_mark.start()].strip().strip("*").strip()
+        solution = item[solution_mark.end() : ended.start() if ended else len(item)].strip()
+        if question and solution and normalize_text(question) not in seen:
+            seen.add(normalize_text(question))
+            pairs.append((question, solution))
+    if expected is not None:
+        pairs = pairs[:expected]
+    if pairs:
+        return ParsedPairs(pairs)
+    return ParsedPairs([], "truncated" if cut_off else "no_pairs")

@@ -1,4 +1,4 @@
-"""MuggleMath query-augmentation prompts: five rewrite types, GSM8K and MATH variants.
+"""MuggleMath query-augmentation prompts: five rewrite types, GSM8K and MATH variants, and AugMATH.
 
 MuggleMath (arXiv 2310.05506) asks a strong LLM to turn each seed question into harder or
 different new questions in five ways. Here each rewrite type is its own short chat request that
@@ -8,6 +8,12 @@ prompt stays well under a 2k-token context even with a long seed question.
 
 The wording is written for this project, in the spirit of the original prompts ("act as a math
 teacher", one demonstration per type, answers not generated in this call).
+
+AugMATH (the ACL version's MATH augmentation, `augmath_messages`) differs: the model gets a seed
+question *with its solution* and proposes `k` variations, each a `QuestionN:` with a worked
+`SolutionN:` ending in `\\boxed{}` and `##endN`, in one request per seed; the enabled rewrite types
+are listed as the ways it may vary the problem. The new solution's answer then seeds the vote on
+the new question (`responses.solution_ballots`).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ class RewriteType(enum.Enum):
 
 REWRITE_TYPES: tuple[str, ...] = tuple(t.value for t in RewriteType)
 PROMPT_VARIANTS: tuple[str, ...] = ("gsm8k", "math")
+AUGMATH = "augmath"
 
 
 @dataclass(frozen=True)
@@ -188,3 +195,48 @@ def rewrite_prompts(
     if unknown:
         raise ValueError(f"unknown rewrite types {sorted(unknown)}; expected {REWRITE_TYPES}")
     return {name: rewrite_messages(question, name, k=k, variant=variant) for name in REWRITE_TYPES if name in enabled}
+
+
+_AUGMATH_SYSTEM = (
+    "You are a mathematics teacher who writes new competition-style practice problems, each with a complete "
+    "worked solution. Write all mathematics in LaTeX ($...$)."
+)
+_AUGMATH_DEMO = (
+    "Problem: What is the sum of the roots of $x^2 - 5x + 6 = 0$?\n"
+    "Solution: By Vieta's formulas the sum of the roots is $5$, so the answer is $\\boxed{5}$.\n"
+    "Question1: If $r$ and $s$ are the roots of $x^2 - 5x + 6 = 0$, what is $r^2 + s^2$?\n"
+    "Solution1: $r + s = 5$ and $rs = 6$, so $r^2 + s^2 = (r+s)^2 - 2rs = 25 - 12 = 13$. "
+    "The answer is $\\boxed{13}$. ##end1"
+)
+
+
+def augmath_messages(
+    question: str, solution: str, *, types: Iterable[str] = REWRITE_TYPES, k: int = 5
+) -> list[Message]:
+    """AugMATH: chat messages asking for `k` variations of a seed problem, each with its solution.
+
+    Inputs: `question` and `solution`, the seed problem and its worked solution (kept verbatim);
+    `types`, the enabled rewrite types (any non-empty subset of `REWRITE_TYPES`), listed as the
+    ways to vary the problem; `k` (>= 1). Output: `[system, user]` messages asking for the format
+    `Question1: ...` / `Solution1: ... \\boxed{answer} ##end1`, ..., parsed by
+    `parsing.parse_question_solution_pairs`. Raises ValueError for an unknown or empty type list,
+    an empty solution or `k < 1`.
+    """
+    enabled = [name for name in REWRITE_TYPES if name in set(types)]
+    unknown = set(types).difference(REWRITE_TYPES)
+    if unknown or not enabled:
+        raise ValueError(f"AugMATH needs known rewrite types from {REWRITE_TYPES}, got {sorted(set(types))}")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    if not solution or not solution.strip():
+        raise ValueError("AugMATH needs the seed's solution")
+    ways = "\n".join(f"- {_MATH.instructions[name]}" for name in enabled)
+    user = (
+        f"Propose {k} variations of the problem below for training students, each with a complete solution. "
+        f"Ways to vary it:\n{ways}\n{_MATH.requirements} End every solution with its final answer in "
+        f"\\boxed{{}} and the marker ##endN.\n\n"
+        f"Example:\n{_AUGMATH_DEMO}\n\n"
+        f"Problem: {question.strip()}\nSolution: {solution.strip()}\n\n"
+        f"Write exactly {k} variations, Question1/Solution1 to Question{k}/Solution{k}, in the format of the example."
+    )
+    return [{"role": "system", "content": _AUGMATH_SYSTEM}, {"role": "user", "content": user}]

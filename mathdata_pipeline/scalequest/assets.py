@@ -1,6 +1,7 @@
 """ScaleQuest stages: `question_generator` (QFT, QPO), `synthesized_questions` (prefix trick +
 filters) and `synthesized_responses` (best of n)."""
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Literal
 
@@ -28,6 +29,13 @@ from mathdata_pipeline.grading import Grader
 from mathdata_pipeline.grading.voting import vote_on_samples
 from mathdata_pipeline.qads.embeddings import SentenceEmbedder
 from mathdata_pipeline.scalequest.best_of_n import RewardScorer
+from mathdata_pipeline.scalequest.difficulty import (
+    fail_rates_from_samples,
+    fit_difficulty_scorer,
+    label_table,
+    load_scorer,
+    scorer_table,
+)
 from mathdata_pipeline.scalequest.filters import difficulty_scores_from_model
 from mathdata_pipeline.scalequest.generator import (
     DEFAULT_VARIANT,
@@ -39,7 +47,13 @@ from mathdata_pipeline.scalequest.generator import (
 )
 from mathdata_pipeline.scalequest.prefix import clean_question, judge_messages, resolve_prefix, synthesis_requests
 from mathdata_pipeline.scalequest.rows import kept_responses, question_rows
-from mathdata_pipeline.scalequest.synthesis import FilterSettings, filter_questions
+from mathdata_pipeline.scalequest.synthesis import (
+    FilterRun,
+    FilterSettings,
+    earlier_shards,
+    filter_questions,
+    vectors_table,
+)
 from mathdata_pipeline.scalequest.training import QftConfig, QpoConfig
 from mathdata_pipeline.storage.resources import TableStore
 
@@ -95,6 +109,12 @@ class GeneratorConfig(dg.Config):
     qpo_min_pairs: int = Field(default=2, ge=1, description="skip QPO (with a warning) below this many parsed pairs")
     device: Device = Field(default="auto", description="torch device for training: auto = CUDA when present")
     dtype: DType = Field(default="auto", description="auto = bfloat16 compute on CUDA, float32 on the CPU")
+    qpo_judge: bool = Field(
+        default=True, description="a judge checks each chosen rewrite: solvable and no easier than the original"
+    )
+    judge_profile: str = Field(default="", description="engine profile of the QPO judge; empty = the llm resource's")
+    judge_max_tokens: int = Field(default=2048, ge=1, description="tokens per QPO judgement")
+    reference_verdict: bool = Field(default=False, description='QPO judge: the paper\'s rule, any "yes" passes')
     seed: int = Field(default=0, description="training seed")
 
     def qft_config(self, gguf_template: str) -> QftConfig:
@@ -133,6 +153,8 @@ class GeneratorConfig(dg.Config):
             rewrite_max_tokens=self.rewrite_max_tokens,
             min_pairs=self.qpo_min_pairs,
             training=training,
+            judge_max_tokens=self.judge_max_tokens,
+            judge_any_yes=self.reference_verdict,
         )
 
 
@@ -166,6 +188,9 @@ def question_generator(
         ),
         rewrite=llm.generate_fn(context, stats, ledger_name="qpo_rewrite", profile=config.optimizer_profile),
         release=llm.close_engine,
+        judge=llm.generate_fn(context, stats, ledger_name="qpo_judge", profile=config.judge_profile)
+        if config.qpo_judge
+        else None,
     )
     if run.skipped:
         context.log.warning(f"QPO skipped: {run.skipped}")
@@ -179,12 +204,15 @@ def question_generator(
 
 
 class SynthesisConfig(dg.Config):
-    """Question synthesis and filters (METHODS.md §3.3 steps 3–4; paper defaults). Filters run in
-    order: language, near-duplicates (MiniLM cosine), benchmark overlap, solvability (LLM judge;
-    the final Yes/No verdict, or any "yes" with `reference_verdict`), the solver's majority answer
-    (the project's vote; the winner becomes the reference answer), difficulty (1 − the winner's
-    share, or a sequence-classification `scorer_model`) with `difficulty_rule`. The solver samples
-    are saved in `synthesis_samples/<shard>`; kept questions join `question_pool[pool_source]`."""
+    """Question synthesis and filters (METHODS.md §3.3 steps 3–5; paper defaults). Question filters
+    run in order: language, near-duplicates (MiniLM cosine) within the shard and against every
+    question earlier shards kept (a FAISS index), benchmark overlap, solvability (LLM judge; the
+    final Yes/No verdict, or any "yes" with `reference_verdict`), difficulty (the trained
+    `difficulty_scorer`'s predicted fail rate, or a one-scalar `scorer_model`) with
+    `difficulty_rule`. Only the questions left get `solver_samples` responses, saved in
+    `synthesis_samples/<shard>`; their majority answer (the project's vote) becomes the reference
+    answer, and `majority_gate` optionally drops the questions without one. Kept questions join
+    `question_pool[pool_source]`."""
 
     generator: Literal["base", "trained"] = Field(
         default="base", description="base = the generator profile's model; trained = a question_generator variant"
@@ -215,8 +243,9 @@ class SynthesisConfig(dg.Config):
     judge_profile: str = Field(default="", description="engine profile of the judge; empty = the llm resource's")
     judge_max_tokens: int = Field(default=2048, ge=1)
     reference_verdict: bool = Field(default=False, description='the paper\'s rule: any "yes" in the judgement passes')
-    difficulty: Literal["solver", "scorer"] = Field(
-        default="solver", description="difficulty from the solver's vote or a scorer model"
+    difficulty: Literal["trained", "scorer", "none"] = Field(
+        default="trained",
+        description="trained = the difficulty_scorer asset's model; scorer = scorer_model; none = no difficulty filter",
     )
     scorer_model: str = Field(default="", description="one-scalar model (folder or hub id) for difficulty: scorer")
     scorer_trust_remote_code: bool = Field(
@@ -233,9 +262,16 @@ class SynthesisConfig(dg.Config):
     min_agreement: float = Field(
         default=0.4, ge=0.0, le=1.0, description="share of the votes the majority answer needs"
     )
-    difficulty_rule: Literal["none", "drop_easy_fraction", "min_difficulty"] = Field(default="drop_easy_fraction")
+    majority_gate: bool = Field(
+        default=False, description="drop questions whose responses have no majority answer (not in the paper)"
+    )
+    difficulty_rule: Literal["none", "drop_easy_fraction", "min_difficulty"] = Field(
+        default="min_difficulty", description="how difficulty filters (the paper's sampling rule is unpublished)"
+    )
     difficulty_fraction: float = Field(default=0.2, ge=0.0, le=1.0, description="drop_easy_fraction: share dropped")
-    difficulty_threshold: float = Field(default=0.0, description="min_difficulty: least difficulty kept")
+    difficulty_threshold: float = Field(
+        default=0.1, description="min_difficulty: least difficulty (predicted fail rate) kept"
+    )
     pool_source: str = Field(default="math", description="question_pool partition the kept questions join")
 
     def filter_settings(self) -> FilterSettings:
@@ -248,6 +284,7 @@ class SynthesisConfig(dg.Config):
             difficulty_rule=self.difficulty_rule,
             difficulty_fraction=self.difficulty_fraction,
             difficulty_threshold=self.difficulty_threshold,
+            majority_gate=self.majority_gate,
         )
 
 
@@ -318,8 +355,16 @@ def _solve(context, config: SynthesisConfig, llm: LLMResource, grader: Grader, s
     return solve
 
 
-def _difficulty_model(config: SynthesisConfig):
-    """questions -> difficulty scores from `scorer_model`, or None for the solver's vote."""
+def _difficulty_model(config: SynthesisConfig, store: TableStore, embedder: SentenceEmbedder):
+    """questions -> difficulty scores: the trained `difficulty_scorer` (on `embedder` when it is the
+    scorer's own), `scorer_model`, or None (no difficulty filter)."""
+    if config.difficulty == "trained":
+        stored = store.read_if_exists("difficulty_scorer_model")
+        if stored is None:
+            raise ValueError("difficulty: trained needs a trained scorer: materialize difficulty_scorer first")
+        scorer = load_scorer(stored)
+        embed = embedder.embed if scorer.embedder == embedder.model else SentenceEmbedder(scorer.embedder).embed
+        return lambda questions: scorer.score(questions, embed)
     if config.difficulty != "scorer":
         return None
     return lambda questions: difficulty_scores_from_model(
@@ -331,31 +376,107 @@ def _difficulty_model(config: SynthesisConfig):
     )
 
 
+class DifficultyScorerConfig(dg.Config):
+    """The trained difficulty scorer (METHODS.md §3.3 step 4, the paper's way): the solver's fail
+    rates on a salted subset of seed problems, graded against their reference answers, regressed
+    from the questions' sentence embeddings (ridge); a held-out share measures how well it ranks
+    questions it has not seen. `synthesized_questions` (difficulty: trained) scores with it."""
+
+    labelled_questions: int = Field(default=2000, ge=2, description="seed problems the solver labels")
+    samples_per_question: int = Field(
+        default=8, ge=1, description="solver samples per labelled question (fail rate = wrong / samples)"
+    )
+    solver_profile: str = Field(default="", description="engine profile of the solver; empty = the llm resource's")
+    template: TemplateName = Field(default="chat", description="prompt template of the solver")
+    temperature: float = Field(default=0.7, ge=0.0, le=5.0)
+    top_p: float = Field(default=0.95, gt=0.0, le=1.0)
+    max_tokens: int = Field(default=1024, ge=1, description="new tokens per solver sample")
+    heldout_fraction: float = Field(default=0.2, ge=0.0, lt=1.0, description="share of labels held out to measure it")
+    ridge_alpha: float = Field(default=1.0, gt=0.0, description="ridge regularisation of the regressor")
+    seed_salt: str = Field(default="difficulty-scorer", description="salt of the subset, the split and the seeds")
+
+
+@dg.asset(group_name="synthesis", kinds={"parquet"}, deps=["seed_problems"], pool="gpu")
+def difficulty_scorer(
+    context: dg.AssetExecutionContext, config: DifficultyScorerConfig, llm: LLMResource, store: TableStore
+) -> dg.MaterializeResult:
+    """Per labelled seed problem: the solver's samples, correct answers and fail rate, the split and
+    the fitted scorer's prediction; the scorer itself goes to `difficulty_scorer_model`. Metadata:
+    the held-out Pearson and Spearman correlations of predicted and measured fail rates."""
+    seeds = solver_subset(
+        store.read_all("seed_problems", columns=["problem_id", "question", "reference_answer"]),
+        max_questions=config.labelled_questions,
+        salt=config.seed_salt,
+    ).to_pylist()
+    specs = [
+        SampleSpec(r["problem_id"], r["question"], k, 0) for r in seeds for k in range(config.samples_per_question)
+    ]
+    stats: list[GenerationStats] = []
+    with Grader() as grader:
+        samples = draw_samples(
+            specs,
+            template=get_template(config.template),
+            params=SamplingParams(temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_tokens),
+            seed_salt=config.seed_salt,
+            model=llm.model_id(config.solver_profile),
+            generate=llm.generate_fn(context, stats, ledger_name="difficulty_scorer", profile=config.solver_profile),
+            references={r["problem_id"]: r["reference_answer"] for r in seeds},
+            grade=grader.grade_many,
+        )
+    labels, unlabelled = fail_rates_from_samples(samples, {r["problem_id"]: r["question"] for r in seeds})
+    embedder = SentenceEmbedder("embedded")
+    scorer, report, heldout, predicted = fit_difficulty_scorer(
+        labels,
+        embedder.embed,
+        embedder=embedder.model,
+        alpha=config.ridge_alpha,
+        heldout_fraction=config.heldout_fraction,
+        salt=config.seed_salt,
+    )
+    store.write(scorer_table(scorer, report), "difficulty_scorer_model")
+    table = label_table(labels, heldout, predicted)
+    path = store.write(table, "difficulty_scorer")
+    return dg.MaterializeResult(
+        metadata={
+            **table_metadata(table, path),
+            **generation_metadata(GenerationStats.combine(stats)),
+            **{k: v for k, v in asdict(report).items() if k != "note"},
+            "correlation_note": report.note or "measured",
+            "unlabelled_questions": unlabelled,
+        }
+    )
+
+
 @dg.asset(
     partitions_def=synthesis_shards,
     group_name="synthesis",
     kinds={"parquet"},
     pool="gpu",
-    deps=["question_generator", "contamination_index"],
+    deps=["question_generator", "difficulty_scorer", "contamination_index"],
     check_specs=[contamination_check_spec("synthesized_questions", blocking=True)],
 )
 def synthesized_questions(
     context: dg.AssetExecutionContext, config: SynthesisConfig, llm: LLMResource, store: TableStore
 ) -> dg.MaterializeResult:
     """Questions written from scratch with the prefix trick, one shard at a time, through the
-    filters; rejected rows go to `synthesis_audit/<shard>` with the step and the reason."""
-    shard, stats = context.partition_key, []
+    filters (near-duplicates also against the questions earlier shards kept); rejected rows go to
+    `synthesis_audit/<shard>` with the step and the reason, kept questions' embeddings to
+    `synthesis_vectors/<shard>` for the shards after it."""
+    shard, stats, embedder = context.partition_key, [], SentenceEmbedder("embedded")
     table = _generate_questions(context, config, llm, store, shard, stats)
+    earlier = earlier_shards(store.read_all_if_exists("synthesis_vectors"), shard, embedder.model)
     with Grader() as grader:
         run = filter_questions(
             table,
             config.filter_settings(),
             index=ContaminationIndex.from_table(store.read("contamination_index")),
-            embed=SentenceEmbedder("embedded").embed,
+            embed=embedder.embed,
             judge=_judge(context, config, llm, stats),
             solve=_solve(context, config, llm, grader, stats),
-            difficulty_model=_difficulty_model(config),
+            difficulty_model=_difficulty_model(config, store, embedder),
+            earlier=earlier,
         )
+    store.write(vectors_table(run.kept, run.vectors, shard=shard, embedder=embedder.model), "synthesis_vectors", shard)
     store.write(run.samples, "synthesis_samples", shard)
     audit_path = store.write(run.audit(), "synthesis_audit", shard)
     path = store.write(run.kept, "synthesized_questions", shard)
@@ -367,27 +488,35 @@ def synthesized_questions(
         id_column="problem_id",
         text_column="question",
     )
-    total = GenerationStats.combine(stats)
-    chart = bar_chart(
-        "questions left after each filter", [s.step for s in run.steps], {"kept": [s.n_out for s in run.steps]}
-    )
     return dg.MaterializeResult(
         metadata={
             **table_metadata(run.kept, path),
-            **generation_metadata(total),
-            **run.step_counts(),
-            "filter_chart": dg.MetadataValue.md(chart),
-            "generated": table.num_rows,
-            "kept": run.kept.num_rows,
-            "generator": table.column("generator")[0].as_py() if table.num_rows else "",
+            **_synthesis_metadata(run, table, GenerationStats.combine(stats)),
+            "earlier_shard_questions": len(earlier.ids),
             "audit_path": dg.MetadataValue.path(str(audit_path)),
-            "question_tokens": int(pc.sum(table.column("completion_tokens")).as_py() or 0),
-            "tokens_per_kept_question": round(total.completion_tokens / run.kept.num_rows, 1)
-            if run.kept.num_rows
-            else None,
         },
         check_results=[check],
     )
+
+
+def _synthesis_metadata(run: FilterRun, generated: pa.Table, total: GenerationStats) -> dict:
+    """Token costs, the filter counts and their chart, and the generator of one shard."""
+    chart = bar_chart(
+        "questions left after each filter", [s.step for s in run.steps], {"kept": [s.n_out for s in run.steps]}
+    )
+    return {
+        **generation_metadata(total),
+        **run.step_counts(),
+        "filter_chart": dg.MetadataValue.md(chart),
+        "generated": generated.num_rows,
+        "kept": run.kept.num_rows,
+        "with_majority_answer": int(pc.sum(pc.is_valid(run.kept.column("reference_answer"))).as_py() or 0),
+        "generator": generated.column("generator")[0].as_py() if generated.num_rows else "",
+        "question_tokens": int(pc.sum(generated.column("completion_tokens")).as_py() or 0),
+        "tokens_per_kept_question": round(total.completion_tokens / run.kept.num_rows, 1)
+        if run.kept.num_rows
+        else None,
+    }
 
 
 class SynthResponseConfig(dg.Config):
@@ -406,6 +535,10 @@ class SynthResponseConfig(dg.Config):
     )
     device: Device = Field(default="auto", description="torch device of the reward model: auto = CUDA when present")
     dtype: DType = Field(default="auto", description="auto = bfloat16 on CUDA, float32 on the CPU")
+
+    final_answer_marker: bool = Field(
+        default=True, description="only responses with a final-answer marker (boxed, 'the answer is') are eligible"
+    )
 
     def scorer(self) -> RewardScorer | None:
         """The reward scorer, None for the majority rule."""
@@ -438,7 +571,9 @@ def synthesized_responses(
     kept_ids = questions.column("problem_id").combine_chunks()
     samples = store.read("synthesis_samples", shard).filter(pc.is_in(pc.field("problem_id"), kept_ids))
     scorer = config.scorer()
-    table, counts = kept_responses(samples, dict(zip(*questions.to_pydict().values())), scorer)
+    table, counts = kept_responses(
+        samples, dict(zip(*questions.to_pydict().values())), scorer, config.final_answer_marker
+    )
     path = store.write(table, "synthesized_responses", shard)
     reward = {"reward_truncated": scorer.truncated, "device": scorer.device, "dtype": scorer.dtype} if scorer else {}
     return dg.MaterializeResult(

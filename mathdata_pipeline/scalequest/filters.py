@@ -3,7 +3,8 @@
 Each filter takes a pyarrow table of questions and returns a `StepResult`: the kept rows and the
 rejected rows, the latter with the step name and a human-readable reason per row, so every
 dropped question can be audited. Steps: language, solvability (judge verdicts), difficulty
-sampling, near-duplicates (embeddings + FAISS) and benchmark contamination.
+sampling, near-duplicates within a shard and across shards (embeddings + FAISS) and benchmark
+contamination.
 """
 
 from __future__ import annotations
@@ -318,6 +319,47 @@ def near_duplicate_filter(
                 keep[row] = False
                 reasons[row] = f"near-duplicate of {ids[j]} (cosine {cosine:.2f})"
     return apply_mask(table, keep, reasons, "near_duplicate")
+
+
+def cross_shard_filter(
+    table: pa.Table,
+    embeddings: np.ndarray,
+    earlier_ids: Sequence[str],
+    earlier_embeddings: np.ndarray,
+    threshold: float = 0.95,
+    id_column: str = "question_id",
+) -> StepResult:
+    """Drop rows that are near-duplicates of a question kept by an earlier shard (step
+    "cross_shard_duplicate").
+
+    Inputs: the table and its L2-normalised embeddings (aligned rows); the ids and embeddings of
+    every question the earlier shards kept (same embedder; none is fine); the least cosine that makes
+    two questions duplicates. The earlier questions go into one FAISS `IndexFlatIP` (exact inner
+    products), searched for each row's nearest neighbour. Reason: "near-duplicate of <id> from an
+    earlier shard (cosine 0.97)".
+    """
+    import faiss
+
+    vectors = np.ascontiguousarray(embeddings, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[0] != table.num_rows:
+        raise ValueError(f"embeddings of shape {vectors.shape} for {table.num_rows} rows")
+    reasons: list[str | None] = [None] * table.num_rows
+    if len(earlier_ids) and table.num_rows:
+        earlier = np.ascontiguousarray(earlier_embeddings, dtype=np.float32).reshape(len(earlier_ids), -1)
+        if earlier.shape[1] != vectors.shape[1]:
+            raise ValueError(
+                f"earlier shards' embeddings have {earlier.shape[1]} dimensions, this shard's {vectors.shape[1]}"
+            )
+        index = faiss.IndexFlatIP(earlier.shape[1])
+        index.add(earlier)
+        sims, neighbours = index.search(vectors, 1)
+        for row in range(table.num_rows):
+            if sims[row, 0] >= threshold - _COSINE_TOLERANCE:
+                reasons[row] = (
+                    f"near-duplicate of {earlier_ids[int(neighbours[row, 0])]} from an earlier shard "
+                    f"(cosine {float(sims[row, 0]):.2f})"
+                )
+    return apply_mask(table, [r is None for r in reasons], reasons, "cross_shard_duplicate")
 
 
 def contamination_filter(

@@ -37,6 +37,8 @@ class QpoPlan:
     rewrite_max_tokens: int
     min_pairs: int
     training: QpoConfig
+    judge_max_tokens: int = 2048  # the judge's token cap when a judge checks the pairs
+    judge_any_yes: bool = False  # the paper's verdict rule (any "yes") instead of the final verdict
 
 
 @dataclass
@@ -91,13 +93,15 @@ def train_question_generator(
     generate_questions: GenerateFn | None = None,
     rewrite: GenerateFn | None = None,
     release: Callable[[], None] = lambda: None,
+    judge: GenerateFn | None = None,
 ) -> GeneratorRun:
     """QFT into `root/qft`, then (with a `qpo` plan) the QPO pairs and DPO into `root/qpo`.
 
     Inputs: the seed questions; the user-turn prefix; the output root; the QFT settings; the QPO
     plan or None; `generate_questions` (bound to the QFT model at `root/qft`) and `rewrite` (bound
     to the optimizer), needed with a plan; `release`, called before each training so no engine
-    holds memory while a model trains. `root` is the variant's folder
+    holds memory while a model trains; `judge` (bound to the judge's profile), when given, checks
+    each pair's chosen rewrite (`rewrite_prompts.judge_pairs`). `root` is the variant's folder
     (`variant_dir`). Writes `root/latest.json` naming the final stage.
     """
     release()
@@ -111,6 +115,9 @@ def train_question_generator(
             rewrite_max_tokens=qpo.rewrite_max_tokens,
             generate_questions=generate_questions,
             rewrite=rewrite,
+            judge=judge,
+            judge_max_tokens=qpo.judge_max_tokens,
+            judge_any_yes=qpo.judge_any_yes,
         )
         run.pairs = len(pairs)
         release()

@@ -211,6 +211,24 @@ def judge_messages(question: str) -> list[Message]:
     return [{"role": "user", "content": content}]
 
 
+def comparison_messages(original: str, rewrite: str) -> list[Message]:
+    """Chat messages asking a judge whether `rewrite` is at least as hard to solve as `original`.
+
+    Output: one user message ending in the instruction to finish with "Verdict: Yes" (the rewrite
+    is as hard or harder) or "Verdict: No" (it is easier); parse it with `filters.parse_verdict`.
+    """
+    content = (
+        "You are a professional math teacher comparing two versions of a problem.\n\n"
+        f"Original problem:\n{original}\n\n"
+        f"Rewritten problem:\n{rewrite}\n\n"
+        "Is the rewritten problem at least as difficult to solve as the original one: does it need at "
+        "least as many reasoning steps and as much mathematics? Reason briefly. Then finish with one final "
+        'line that is exactly "Verdict: Yes" if it is as difficult or harder, or exactly "Verdict: No" if it '
+        "is easier."
+    )
+    return [{"role": "user", "content": content}]
+
+
 def response_messages(question: str) -> list[Message]:
     """Chat messages asking a solver for a step-by-step solution ending in \\boxed{} (the
     paper's response prompt: the question, a newline, the boxed instruction)."""

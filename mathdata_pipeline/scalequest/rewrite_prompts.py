@@ -3,6 +3,9 @@
 In ScaleQuest's question preference optimisation (METHODS.md §3.3 Step 2) an optimizer LLM
 (GPT-4o-mini in the paper, any chat model here) rewrites each question the QFT generator wrote; the
 rewrite becomes the preferred ("chosen") question and the original the "rejected" one for DPO.
+Before a pair is kept, a judge checks the chosen side (`judge_pairs`): the rewrite must be a
+solvable math problem and no easier than the original, the two properties QPO is meant to teach
+(the paper measures both before and after optimisation, Fig. 4); failures are counted by reason.
 
 Two rewrite prompts exist, named here by what they ask for:
 - "difficulty": an Evol-style "make it harder" prompt. The model lists ways to make the problem
@@ -25,7 +28,14 @@ from collections.abc import Sequence
 from mathdata_pipeline.common.text import normalize_text
 from mathdata_pipeline.engines.base import Completion, Request, SamplingParams
 from mathdata_pipeline.engines.runner import GenerateFn
-from mathdata_pipeline.scalequest.prefix import QuestionPrefix, clean_question, synthesis_requests
+from mathdata_pipeline.scalequest.filters import parse_verdict, reference_verdict
+from mathdata_pipeline.scalequest.prefix import (
+    QuestionPrefix,
+    clean_question,
+    comparison_messages,
+    judge_messages,
+    synthesis_requests,
+)
 
 Message = dict[str, str]
 
@@ -83,6 +93,7 @@ _MARKERS = {
 }
 
 DROP_REASONS: tuple[str, ...] = ("parse_failed", "empty", "unchanged")
+JUDGE_DROP_REASONS: tuple[str, ...] = ("judge_unsolvable", "judge_easier")
 
 
 def _check_kind(kind: str) -> None:
@@ -151,6 +162,38 @@ def preference_pairs(
     return pairs, dropped
 
 
+def judge_pairs(
+    pairs: Sequence[tuple[str, str]], judge: GenerateFn, *, max_tokens: int, any_yes: bool = False
+) -> tuple[list[tuple[str, str]], dict[str, int]]:
+    """Keep the (chosen, rejected) pairs whose chosen rewrite the judge finds solvable
+    (`prefix.judge_messages`) and no easier than the original (`prefix.comparison_messages`).
+
+    Inputs: the pairs; `judge`, bound to the judge's engine profile (greedy, seed 0); the judge's
+    token cap; `any_yes`, the paper's rule (any "yes" in the text passes) instead of the final
+    verdict (`filters.parse_verdict`; no verdict fails). Output: (kept pairs in order, counts:
+    `judged`, `judge_unsolvable`, `judge_easier`; a pair that fails both counts as unsolvable).
+    """
+    greedy = SamplingParams(temperature=0.0, max_tokens=max_tokens, seed=0)
+    requests = [Request.chat(judge_messages(chosen), greedy) for chosen, _ in pairs]
+    requests += [Request.chat(comparison_messages(rejected, chosen), greedy) for chosen, rejected in pairs]
+    results = judge(requests, None)
+
+    def yes(result) -> bool:
+        text = result.text if isinstance(result, Completion) else ""
+        return reference_verdict(text) if any_yes else parse_verdict(text) == "yes"
+
+    counts = {"judged": len(pairs), **dict.fromkeys(JUDGE_DROP_REASONS, 0)}
+    kept = []
+    for i, pair in enumerate(pairs):
+        if not yes(results[i]):
+            counts["judge_unsolvable"] += 1
+        elif not yes(results[len(pairs) + i]):
+            counts["judge_easier"] += 1
+        else:
+            kept.append(pair)
+    return kept, counts
+
+
 def qpo_preference_data(
     prefix: QuestionPrefix,
     *,
@@ -160,12 +203,16 @@ def qpo_preference_data(
     rewrite_max_tokens: int,
     generate_questions: GenerateFn,
     rewrite: GenerateFn,
+    judge: GenerateFn | None = None,
+    judge_max_tokens: int = 2048,
+    judge_any_yes: bool = False,
 ) -> tuple[list[tuple[str, str]], dict[str, int]]:
     """QPO's training pairs (METHODS.md §3.3 Step 2): the QFT model writes `questions` questions
     (`generate_questions`, bound to the QFT model), the optimizer LLM rewrites each one greedily
     for `rewrite_kind` ("solvability" or "difficulty"; `rewrite`, bound to the optimizer's
-    profile), and every rewrite that parses becomes (chosen = rewrite, rejected = original).
-    Output: (pairs, counts of dropped rewrites by reason)."""
+    profile), and every rewrite that parses becomes (chosen = rewrite, rejected = original); with
+    a `judge`, only the pairs that pass `judge_pairs` are kept.
+    Output: (pairs, counts of dropped rewrites by reason, plus `judged` when a judge ran)."""
     requests = synthesis_requests(prefix, questions, generator_id="qft", shard="qpo", max_tokens=question_max_tokens)
     originals = [
         clean_question(r.text, prefix) if isinstance(r, Completion) else "" for r in generate_questions(requests, None)
@@ -173,6 +220,10 @@ def qpo_preference_data(
     originals = [q for q in originals if q]
     greedy = SamplingParams(temperature=0.0, max_tokens=rewrite_max_tokens, seed=0)
     rewrites = rewrite([Request.chat(rewrite_messages(q, rewrite_kind), greedy) for q in originals], None)
-    return preference_pairs(
+    pairs, dropped = preference_pairs(
         originals, [parse_rewrite(r.text, rewrite_kind) if isinstance(r, Completion) else None for r in rewrites]
     )
+    if judge is None or not pairs:
+        return pairs, dropped
+    pairs, judged = judge_pairs(pairs, judge, max_tokens=judge_max_tokens, any_yes=judge_any_yes)
+    return pairs, {**dropped, **judged}

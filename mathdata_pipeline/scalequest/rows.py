@@ -57,11 +57,14 @@ def question_rows(
     return pa.Table.from_pylist(rows, schema=SYNTHESIZED_SCHEMA)
 
 
-def kept_responses(samples: pa.Table, questions: dict[str, str], scorer=None) -> tuple[pa.Table, dict[str, int]]:
+def kept_responses(
+    samples: pa.Table, questions: dict[str, str], scorer=None, require_final_answer_marker: bool = True
+) -> tuple[pa.Table, dict[str, int]]:
     """Mark one kept response per question (best of n, `best_of_n.choose_responses`).
 
     Inputs: the solver samples with the vote's `correct` column (in the winning group);
-    {problem_id: question}; `scorer`, a RewardScorer (rule "reward") or None (rule "majority").
+    {problem_id: question}; `scorer`, a RewardScorer (rule "reward") or None (rule "majority");
+    `require_final_answer_marker` (the paper's response filter, default on).
     Output: (samples with `kept`, `reward` and `choice` columns, counts of kept questions and of
     questions without a choice by reason).
     """
@@ -74,7 +77,11 @@ def kept_responses(samples: pa.Table, questions: dict[str, str], scorer=None) ->
     ids = list(by_question)
     groups = [[(rows[i]["text"] or "", bool(rows[i]["correct"])) for i in by_question[pid]] for pid in ids]
     choices = choose_responses(
-        groups, "reward" if scorer else "majority", questions=[questions[p] for p in ids], scorer=scorer
+        groups,
+        "reward" if scorer else "majority",
+        questions=[questions[p] for p in ids],
+        scorer=scorer,
+        require_final_answer_marker=require_final_answer_marker,
     )
     counts: dict[str, int] = {"questions": len(ids), "kept": 0}
     for pid, choice in zip(ids, choices):

@@ -18,6 +18,7 @@ import pyarrow as pa
 from mathdata_pipeline.common.text import problem_id
 from mathdata_pipeline.grading import reference_answer_from_solution
 from mathdata_pipeline.sources.config import ProblemSourceSpec
+from mathdata_pipeline.sources.corrections import apply_corrections, corrections_path, load_corrections
 from mathdata_pipeline.sources.readers import InputError, Record
 
 PROBLEM_SCHEMA = pa.schema(
@@ -52,6 +53,10 @@ class ProblemStats:
     missing_answer: int = 0
     dropped_missing_answer: int = 0
     dropped_duplicate_question: int = 0
+    corrections_applied: int = 0
+    corrections_solution_rewritten: int = 0
+    corrections_not_found: int = 0
+    corrections_stale: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """The counts as a plain dict."""
@@ -155,7 +160,9 @@ def build_problems(
     error messages; `keep_missing_answers`, whether rows without a reference answer are kept.
     Output: (table with PROBLEM_SCHEMA, stats). Raises `InputError` naming the location and field
     for a missing or wrongly typed field and for a source id that occurs twice. A question that
-    repeats (same normalized text) keeps its first row; later ones are dropped and counted.
+    repeats (same normalized text) keeps its first row; later ones are dropped and counted. Last,
+    the source's reference-answer corrections (`configs/corrections/<source>.yaml`, when it
+    exists; `sources.corrections`) are applied and counted in the stats.
     """
     stats = ProblemStats()
     rows: list[dict[str, Any]] = []
@@ -208,4 +215,9 @@ def build_problems(
             }
         )
     stats.rows_written = len(rows)
-    return pa.Table.from_pylist(rows, schema=PROBLEM_SCHEMA), stats
+    table, corrected = apply_corrections(
+        pa.Table.from_pylist(rows, schema=PROBLEM_SCHEMA), load_corrections(corrections_path(source), source)
+    )
+    for key, value in corrected.items():
+        setattr(stats, key, value)
+    return table, stats

@@ -24,6 +24,7 @@ RUN_CONFIG = {
                 "rewrite_types": ["change_numbers", "add_condition"],
                 "questions_per_rewrite": 2,
                 "max_tokens": 120,
+                "round_profiles": [""],
             }
         },
         "augmented_responses": {"config": {"samples_per_question": 2, "max_tokens": 96}},

@@ -83,4 +83,21 @@ def test_dedup_by_equations():
         "The answer is   72.",
         "I think it is 72.",
     ]
-    assert dedup_by_equations(responses) == [0, 2, 5, 7]  # 1, 3, 4 take the steps of 0
+    # 1, 3, 4 take the steps of 0 and are no farther from the other kept paths; 6 repeats 5's text
+    assert dedup_by_equations(responses) == [0, 2, 5, 7]
+
+
+def test_dedup_by_equations_keeps_the_farthest_path_of_a_sequence():
+    """RFT's rule: a duplicate replaces the kept path when its edit distance to the other kept
+    paths is larger; with no other kept path yet, the first stays."""
+    near = "Half of 48 is <<48/2=24>>24, and 48+24=<<48+24=72>>72.\n#### 72"
+    other = "Total is <<48*1.5=72>>72.\n#### 72"
+    far = (
+        "We work it out carefully step by step: in May Natalia sold only half as many, <<48/2=24>>24 clips, "
+        "so across the two months together she sold <<48+24=72>>72 clips in all.\n#### 72"
+    )
+    close = "Half of 48 is <<48/2=24>>24, and 48+24=<<48+24=72>>72 clips.\n#### 72"
+    assert dedup_by_equations([near, far]) == [0]  # nothing else kept yet: the first one stays
+    assert dedup_by_equations([near, other, far]) == [1, 2]  # far replaces near
+    assert dedup_by_equations([near, other, far, close]) == [1, 2]  # close is nearer to `other` than far is
+    assert dedup_by_equations([near, other, close]) == [1, 2]  # 6 more characters away from `other` than near

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mathdata_pipeline.mugglemath.parsing import parse_numbered_questions
+from mathdata_pipeline.mugglemath.parsing import parse_numbered_questions, parse_question_solution_pairs
 
 SEED = "James writes a 3-page letter to 2 different friends twice a week. How many pages does he write a year?"
 
@@ -117,3 +117,36 @@ def test_parse_expected_caps_the_count():
 def test_parse_failures(text, failure):
     parsed = parse_numbered_questions(text)
     assert parsed.questions == [] and parsed.failure == failure
+
+
+AUGMATH_REPLY = (
+    "Here are the variations.\n\n"
+    "Question1: What is the sum of the roots of $x^2 - 9x + 14 = 0$?\n"
+    "Solution1: By Vieta's formulas the sum is $9$, so the answer is $\\boxed{9}$. ##end1\n\n"
+    "**Question 2:** If $r$ and $s$ are the roots of $x^2 - 5x + 6 = 0$, what is $rs$?\n"
+    "**Solution 2:** The product of the roots is $6$.\nThe answer is $\\boxed{6}$.\n##end2\n\n"
+    "Question3: A question without its solution?\n\n"
+    "Question4: What is $r^3 + s^3$ for the roots of $x^2 - 5x + 6 = 0$?\n"
+    "Solution4: $r^3 + s^3 = (r+s)^3 - 3rs(r+s) = 125 - 90"
+)
+
+
+def test_augmath_pairs_are_parsed_and_a_cut_off_pair_is_dropped():
+    parsed = parse_question_solution_pairs(AUGMATH_REPLY, expected=5, finish_reason="length")
+    assert [q for q, _ in parsed.pairs] == [
+        "What is the sum of the roots of $x^2 - 9x + 14 = 0$?",
+        "If $r$ and $s$ are the roots of $x^2 - 5x + 6 = 0$, what is $rs$?",
+    ]
+    assert parsed.pairs[1][1] == "The product of the roots is $6$.\nThe answer is $\\boxed{6}$."
+    assert parsed.failure is None
+    finished = parse_question_solution_pairs(AUGMATH_REPLY, finish_reason="stop")
+    assert len(finished.pairs) == 3 and finished.pairs[2][1].endswith("125 - 90")
+    assert len(parse_question_solution_pairs(AUGMATH_REPLY, expected=1).pairs) == 1
+
+
+def test_augmath_replies_without_pairs_say_why():
+    assert parse_question_solution_pairs("  ").failure == "empty"
+    assert parse_question_solution_pairs("1. A new question?\n2. Another one?").failure == "no_pairs"
+    cut = "Question1: What is $2+2$?\nSolution1: It is"
+    assert parse_question_solution_pairs(cut, finish_reason="length").failure == "truncated"
+    assert parse_question_solution_pairs(cut, finish_reason="stop").pairs == [("What is $2+2$?", "It is")]

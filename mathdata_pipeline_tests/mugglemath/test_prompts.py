@@ -7,6 +7,7 @@ import pytest
 from mathdata_pipeline.mugglemath.prompts import (
     PROMPT_VARIANTS,
     REWRITE_TYPES,
+    augmath_messages,
     rewrite_messages,
     rewrite_prompts,
 )
@@ -50,3 +51,17 @@ def test_prompts_fit_a_small_context(gsm8k_train):
         chars = sum(len(m["content"]) for m in messages)
         # ~4 characters per token for English: well under 1k tokens, leaving room for 5 answers.
         assert chars < 3000, (rewrite_type, chars)
+
+
+def test_augmath_prompt_gives_the_solution_and_asks_for_solved_variations():
+    question, solution = "Find $x$ if $2x = 6$.", "Divide by 2: $x = \\boxed{3}$."
+    system, user = augmath_messages(question, solution, types=["change_numbers", "increase_complexity"], k=5)
+    assert system["role"] == "system" and user["role"] == "user"
+    text = user["content"]
+    assert question in text and solution in text and "Question5/Solution5" in text and "##end" in text
+    assert "Change some of the specific numbers" in text and "more complex" in text
+    assert "Introduce fractions" not in text  # a switched-off type is not offered
+    with pytest.raises(ValueError, match="solution"):
+        augmath_messages(question, " ")
+    with pytest.raises(ValueError, match="rewrite types"):
+        augmath_messages(question, solution, types=[])
