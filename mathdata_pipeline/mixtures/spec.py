@@ -33,13 +33,15 @@ class KindSpec(_Strict):
     `selection_ratio`: share of candidates to keep (reasoning: the budget; general: a cap, the
     budget follows `general_share`). `combine_rule`: `filter_then_kcenter` keeps the top
     `quality_keep_ratio` by quality then runs k-center greedy to the budget; `weighted` picks
-    argmax(min-distance + weight * quality) each step. `per_source_quota`: max rows per source.
+    argmax(min-distance + weight * quality) each step; `random` draws the budget uniformly at random
+    (seeded by the spec's `seed`; quality and embeddings unused), the baseline a QaDS selection of
+    the same size is compared with. `per_source_quota`: max rows per source.
     """
 
     sources: list[str] = Field(default_factory=list)
     origins: list[str] = Field(default_factory=list)
     selection_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
-    combine_rule: Literal["filter_then_kcenter", "weighted"] = "filter_then_kcenter"
+    combine_rule: Literal["filter_then_kcenter", "weighted", "random"] = "filter_then_kcenter"
     quality_keep_ratio: float = Field(default=0.7, gt=0.0, le=1.0)
     weight: float = 0.5
     per_source_quota: dict[str, int] = Field(default_factory=dict)

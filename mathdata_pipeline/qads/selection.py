@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mathdata_pipeline.common.text import stable_hash
 from mathdata_pipeline.mixtures.spec import KindSpec, MixtureSpec
 from mathdata_pipeline.qads.kcenter import KCenterResult, kcenter_greedy
 
@@ -66,6 +67,22 @@ def _weighted_greedy(x: np.ndarray, quality: np.ndarray, k: int, seed: int) -> t
     return np.asarray(picks, dtype=np.int64), np.asarray(dists, dtype=np.float32)
 
 
+def _random_picks(candidates: Candidates, quotas: dict[str, int], budget: int, seed: int) -> np.ndarray:
+    """Up to `budget` candidate indices in a seeded random order (a hash of seed and id, so adding
+    or reordering candidates does not reshuffle the others), at most `quotas[source]` per source."""
+    order = sorted(range(len(candidates.ids)), key=lambda i: stable_hash("random", str(seed), candidates.ids[i]))
+    taken: dict[str, int] = {}
+    picks: list[int] = []
+    for i in order:
+        if len(picks) == budget:
+            break
+        source = candidates.sources[i]
+        if taken.get(source, 0) < quotas.get(source, budget):
+            taken[source] = taken.get(source, 0) + 1
+            picks.append(i)
+    return np.asarray(picks, dtype=np.int64)
+
+
 def select(
     candidates: Candidates,
     spec: KindSpec,
@@ -79,10 +96,11 @@ def select(
 
     Inputs: the candidates; the kind's spec (combine rule, keep ratio, weight, quotas); `budget`,
     the number of rows to select (capped by what the rules allow); `kind` (reasoning | general);
-    `seed` for the k-center start; `kcenter`, the selector (default `kcenter_greedy`; assets pass
-    the selector resource's `select`). Output: one DECISION_SCHEMA row per candidate, in input order;
-    `selection_rank` is the pick order (0-based) and `min_distance` the distance to the nearest
-    earlier pick when it was chosen (inf for the first).
+    `seed` for the k-center start (and the order of the `random` rule); `kcenter`, the selector
+    (default `kcenter_greedy`; assets pass the selector resource's `select`). Output: one
+    DECISION_SCHEMA row per candidate, in input order; `selection_rank` is the pick order
+    (0-based) and `min_distance` the distance to the nearest earlier pick when it was chosen (inf
+    for the first; null for the `random` rule).
     """
     n = len(candidates.ids)
     rank = np.full(n, -1, dtype=np.int64)
@@ -111,14 +129,18 @@ def select(
                 candidates.embeddings[pool], k, seed=seed, groups=groups if quotas else None, quotas=quotas
             )
             picks, dists = pool[result.indices], result.min_distance
+        elif spec.combine_rule == "random":
+            picks = _random_picks(candidates, spec.per_source_quota, budget, seed)
+            dists = np.full(len(picks), np.nan, dtype=np.float32)
         else:
             picks, dists = _weighted_greedy(
                 candidates.embeddings, spec.weight * candidates.quality, min(budget, n), seed
             )
         rank[picks] = np.arange(len(picks))
         min_distance[picks] = dists
+        how = "random pick" if spec.combine_rule == "random" else "pick"
         for order, i in enumerate(picks):
-            decision[i] = f"selected: pick {order + 1} of {len(picks)}"
+            decision[i] = f"selected: {how} {order + 1} of {len(picks)}"
     return pa.table(
         {
             "candidate_id": candidates.ids,
