@@ -9,6 +9,7 @@ from mathdata_pipeline.curation import assets as curation_assets
 from mathdata_pipeline.dart import assets as dart_assets
 from mathdata_pipeline.decontamination import assets as decontamination_assets
 from mathdata_pipeline.engines.resources import LLMResource
+from mathdata_pipeline.evaluation import assets as evaluation_assets
 from mathdata_pipeline.influence import assets as influence_assets
 from mathdata_pipeline.mixtures import assets as mixture_assets
 from mathdata_pipeline.mugglemath import assets as mugglemath_assets
@@ -30,6 +31,7 @@ ASSETS = dg.load_assets_from_modules(
         qads_assets,
         influence_assets,
         mixture_assets,
+        evaluation_assets,
     ]
 )
 RESOURCES = {"store": TableStore(), "sources": DataSources(), "llm": LLMResource(), "selector": KCenterSelector()}
@@ -37,8 +39,8 @@ RESOURCES = {"store": TableStore(), "sources": DataSources(), "llm": LLMResource
 defs = dg.Definitions(
     assets=ASSETS,
     resources=RESOURCES,
-    jobs=[automation.seed_source_job, automation.scores_job, automation.mixture_job],
+    jobs=[automation.seed_source_job, automation.scores_job, automation.mixture_job, *evaluation_assets.JOBS],
     schedules=[automation.weekly_scores, automation.weekly_mixtures],
-    sensors=[automation.seed_files_sensor, automation.release_killed_runs_sensor],
+    sensors=[automation.seed_files_sensor, automation.release_killed_runs_sensor, *evaluation_assets.SENSORS],
     executor=automation.mathdata_executor,
 )

@@ -51,7 +51,9 @@ class KindSpec(_Strict):
     `selection_ratio`: share of the eligible candidates to keep (reasoning: the budget; general: a
     cap, the budget follows `general_share`). `combine_rule`: `filter_then_kcenter` keeps the top
     `quality_keep_ratio` by quality then runs k-center greedy to the budget; `weighted` picks
-    argmax(min-distance + weight * quality) each step. Both honour `per_source_quota` (max rows
+    argmax(min-distance + weight * quality) each step; `random` draws the budget uniformly at random
+    (seeded by the spec's `seed`; quality and embeddings unused), the baseline a QaDS selection of
+    the same size is compared with. All three honour `per_source_quota` (max rows
     per source). `quality` says how the measured win rate (`q_label`, labelled rows) and the
     scorer's prediction (`q_pred`, every row) combine into the quality the rule uses.
     `evaluation_sources`: sources marked as evaluation splits that this spec may nevertheless
@@ -67,7 +69,7 @@ class KindSpec(_Strict):
         "general; empty = all",
     )
     selection_ratio: float = Field(default=0.5, ge=0.0, le=1.0, description="share of eligible candidates kept")
-    combine_rule: Literal["filter_then_kcenter", "weighted"] = "filter_then_kcenter"
+    combine_rule: Literal["filter_then_kcenter", "weighted", "random"] = "filter_then_kcenter"
     quality_keep_ratio: float = Field(
         default=0.7, gt=0.0, le=1.0, description="filter_then_kcenter: share kept by quality before k-center"
     )

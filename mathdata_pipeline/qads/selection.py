@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mathdata_pipeline.common.text import stable_hash
 from mathdata_pipeline.mixtures.spec import InfluencePrune, KindSpec, MixtureSpec
 from mathdata_pipeline.qads.kcenter import KCenterResult, kcenter_greedy
 
@@ -109,6 +110,21 @@ def quota_allowance(sources: list[str], quotas: dict[str, int]) -> int:
     return sum(min(quotas.get(source, count), count) for source, count in counts.items())
 
 
+def _random_picks(ids: list[str], sources: list[str], quotas: dict[str, int], budget: int, seed: int) -> np.ndarray:
+    """Up to `budget` positions into `ids` in a seeded random order (a hash of seed and id, so adding
+    or reordering candidates does not reshuffle the others), at most `quotas[source]` per source."""
+    order = sorted(range(len(ids)), key=lambda i: stable_hash("random", str(seed), ids[i]))
+    taken: Counter[str] = Counter()
+    picks: list[int] = []
+    for i in order:
+        if len(picks) == budget:
+            break
+        if taken[sources[i]] < quotas.get(sources[i], budget):
+            taken[sources[i]] += 1
+            picks.append(i)
+    return np.asarray(picks, dtype=np.int64)
+
+
 def select(
     candidates: Candidates,
     spec: KindSpec,
@@ -123,10 +139,12 @@ def select(
     Inputs: the candidates; the kind's spec (eligibility, quality rule, combine rule, keep ratio,
     weight, quotas); `budget`, the number of rows to select (capped by what the eligible rows and
     the quotas allow); `kind` (reasoning | general); `seed` for the first pick; `kcenter`, the
-    selector (default `kcenter_greedy`; assets pass the selector resource's `select`). Both rules
-    run on the selector, so per-source quotas hold under each. Output: one DECISION_SCHEMA row per
-    candidate, in input order; `selection_rank` is the pick order (0-based), `min_distance` the
-    distance to the nearest earlier pick when it was chosen (inf for the first), `quality` the
+    selector (default `kcenter_greedy`; assets pass the selector resource's `select`). Both QaDS
+    rules run on the selector, so per-source quotas hold under each; `random` draws the budget
+    uniformly (seeded by `seed`; quality and embeddings unused), the baseline a QaDS selection of
+    the same size is compared with. Output: one DECISION_SCHEMA row per candidate, in input order;
+    `selection_rank` is the pick order (0-based), `min_distance` the distance to the nearest
+    earlier pick when it was chosen (inf for the first; null under `random`), `quality` the
     combined quality the rule used, and `decision` says why.
     """
     n = len(candidates.ids)
@@ -151,19 +169,24 @@ def select(
     pool_sources = [candidates.sources[i] for i in pool]
     k = min(budget, quota_allowance(pool_sources, quotas) if quotas else len(pool))
     if k > 0:
-        result = kcenter(
-            candidates.embeddings[pool],
-            k,
-            seed=seed,
-            groups=np.asarray(pool_sources, dtype=object) if quotas else None,
-            quotas=quotas,
-            bonus=spec.weight * quality[pool] if spec.combine_rule == "weighted" else None,
-        )
-        picks = pool[result.indices]
+        if spec.combine_rule == "random":
+            picks = pool[_random_picks([candidates.ids[i] for i in pool], pool_sources, quotas or {}, k, seed)]
+            distances = np.full(len(picks), np.nan, dtype=np.float32)
+        else:
+            result = kcenter(
+                candidates.embeddings[pool],
+                k,
+                seed=seed,
+                groups=np.asarray(pool_sources, dtype=object) if quotas else None,
+                quotas=quotas,
+                bonus=spec.weight * quality[pool] if spec.combine_rule == "weighted" else None,
+            )
+            picks, distances = pool[result.indices], result.min_distance
         rank[picks] = np.arange(len(picks))
-        min_distance[picks] = result.min_distance
+        min_distance[picks] = distances
+        how = "random pick" if spec.combine_rule == "random" else "pick"
         for order, i in enumerate(picks):
-            decision[i] = f"selected: pick {order + 1} of {len(picks)}"
+            decision[i] = f"selected: {how} {order + 1} of {len(picks)}"
         used = Counter(candidates.sources[i] for i in picks)
         for i in pool[rank[pool] < 0]:
             source = candidates.sources[i]

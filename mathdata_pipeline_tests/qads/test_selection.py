@@ -1,4 +1,4 @@
-"""QaDS selection decisions, directly: quotas under every rule, the quality filter, how measured and
+"""QaDS selection decisions, directly: quotas under every rule, the `random` baseline, the quality filter, how measured and
 predicted quality combine, evaluation splits, the general budget and the blocking check."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from mathdata_pipeline.mixtures.spec import KindSpec, MixtureSpec
+from mathdata_pipeline.mixtures.spec import KindSpec, MixtureSpec, load_mixture_spec
 from mathdata_pipeline.qads.checks import evaluation_split_check
 from mathdata_pipeline.qads.kcenter import kcenter_greedy
 from mathdata_pipeline.qads.selection import (
@@ -188,3 +188,63 @@ def test_a_candidate_without_a_quality_row_is_a_clear_error():
     embeddings, matrix, quality = _tables()
     with pytest.raises(ValueError, match="candidate r0 has no quality_scores row"):
         kind_candidates(embeddings, matrix, quality.slice(1), KindSpec(), "reasoning")
+
+
+def _random_candidates(n: int = 40) -> Candidates:
+    rng = np.random.default_rng(0)
+    return Candidates(
+        ids=[f"c{i:03d}" for i in range(n)],
+        sources=["gsm8k" if i % 2 else "math" for i in range(n)],
+        origins=["seed"] * n,
+        q_measured=np.full(n, np.nan),
+        q_predicted=rng.random(n),
+        evaluation=np.zeros(n, dtype=bool),
+        embeddings=rng.normal(size=(n, 8)).astype(np.float32),
+    )
+
+
+def test_random_selects_as_many_rows_as_qads_with_the_same_spec():
+    qads, random = load_mixture_spec("openmathmix"), load_mixture_spec("openmathmix-random")
+    assert random.reasoning.combine_rule == "random" and qads.reasoning.combine_rule == "filter_then_kcenter"
+    assert (random.reasoning.selection_ratio, random.reasoning.origins, random.general_share) == (
+        qads.reasoning.selection_ratio,
+        qads.reasoning.origins,
+        qads.general_share,
+    )
+    candidates = _random_candidates()
+    budget = round(qads.reasoning.selection_ratio * len(candidates.ids))
+    by_qads = select(candidates, qads.reasoning, budget, kind="reasoning", seed=0)
+    by_random = select(candidates, random.reasoning, budget, kind="reasoning", seed=0)
+    assert len(_selected_ids(by_qads)) == len(_selected_ids(by_random)) == budget
+    assert _selected_ids(by_qads) != _selected_ids(by_random)
+    picked = by_random.filter(by_random.column("selected"))
+    assert all(d.startswith("selected: random pick") for d in picked.column("decision").to_pylist())
+    assert picked.column("min_distance").null_count == picked.num_rows  # no distances: nothing was measured
+
+
+def test_random_is_seeded_and_ignores_the_order_of_the_random_candidates():
+    spec = KindSpec(combine_rule="random")
+    candidates = _random_candidates()
+    first = _selected_ids(select(candidates, spec, 10, kind="reasoning", seed=3))
+    assert first == _selected_ids(select(candidates, spec, 10, kind="reasoning", seed=3))
+    assert first != _selected_ids(select(candidates, spec, 10, kind="reasoning", seed=4))
+    order = np.arange(len(candidates.ids))[::-1]
+    reversed_candidates = Candidates(
+        ids=[candidates.ids[i] for i in order],
+        sources=[candidates.sources[i] for i in order],
+        origins=[candidates.origins[i] for i in order],
+        q_measured=candidates.q_measured[order],
+        q_predicted=candidates.q_predicted[order],
+        evaluation=candidates.evaluation[order],
+        embeddings=candidates.embeddings[order],
+    )
+    assert sorted(_selected_ids(select(reversed_candidates, spec, 10, kind="reasoning", seed=3))) == sorted(first)
+
+
+def test_random_respects_per_source_quotas():
+    spec = KindSpec(combine_rule="random", per_source_quota={"math": 2})
+    table = select(_random_candidates(), spec, 12, kind="reasoning", seed=0)
+    sources = [
+        s for s, chosen in zip(table.column("source").to_pylist(), table.column("selected").to_pylist()) if chosen
+    ]
+    assert sources.count("math") == 2 and len(sources) == 12
