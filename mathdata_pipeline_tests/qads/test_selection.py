@@ -203,6 +203,10 @@ def _random_candidates(n: int = 40) -> Candidates:
     )
 
 
+def _selected_ids(table) -> list[str]:
+    return [c for c, s in zip(table.column("candidate_id").to_pylist(), table.column("selected").to_pylist()) if s]
+
+
 def test_random_selects_as_many_rows_as_qads_with_the_same_spec():
     qads, random = load_mixture_spec("openmathmix"), load_mixture_spec("openmathmix-random")
     assert random.reasoning.combine_rule == "random" and qads.reasoning.combine_rule == "filter_then_kcenter"
