@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pyarrow as pa  # noqa: E402
 import torch  # noqa: E402
 
-from mathdata_pipeline.common.training import AdapterSettings  # noqa: E402
+from mathdata_pipeline.common.training import TrainingSettings  # noqa: E402
 from mathdata_pipeline.engines.base import Completion, Request, SamplingParams  # noqa: E402
 from mathdata_pipeline.engines.factory import build_engine, for_trained_model, load_profile  # noqa: E402
 from mathdata_pipeline.engines.ledger import RequestLedger  # noqa: E402
@@ -138,7 +138,7 @@ def main() -> None:
     torch.manual_seed(0)
     items = load_items(count)
     with tempfile.TemporaryDirectory() as tmp:
-        reference = export_reference("embedded", Path(tmp) / "base", AdapterSettings())
+        reference = export_reference("embedded", Path(tmp) / "base", TrainingSettings())
         logprob = bench_logprob(items, reference.hf_dir)
         answered = items[:: max(1, len(items) // answers)][:answers]  # from both benchmarks
         ledger = Path(tmp) / "ledger.sqlite"

@@ -21,7 +21,7 @@ from mathdata_pipeline.common.hf_models import EMBEDDED
 from mathdata_pipeline.common.names import path_component
 from mathdata_pipeline.common.samples import GradeFn, SampleSpec, draw_samples
 from mathdata_pipeline.common.text import stable_hash
-from mathdata_pipeline.common.training import HF_SUBDIR, TRAINING_JSON, AdapterSettings, TrainedModel
+from mathdata_pipeline.common.training import HF_SUBDIR, TRAINING_JSON, TrainedModel, TrainingSettings
 from mathdata_pipeline.engines.base import SamplingParams
 from mathdata_pipeline.engines.ledger import RequestLedger
 from mathdata_pipeline.engines.runner import GenerateFn, GenerationStats
@@ -106,7 +106,7 @@ def models_to_score(root: Path, spec: str, trained: TrainedModel, *, reference: 
         base = trained.config["base"]
         slug = EMBEDDED if base == EMBEDDED else f"{path_component(Path(base).name)}-{stable_hash(base, length=8)}"
         gguf = {key: trained.config[key] for key in ("gguf_template", "gguf_dtype")}
-        exported = export_reference(base, root / "_base" / slug, AdapterSettings(**gguf))
+        exported = export_reference(base, root / "_base" / slug, TrainingSettings(**gguf))
         models.append(EvalModel(BASE, root / "_base" / slug, f"_base/{slug}", exported.config["fingerprint"]))
     return models
 

@@ -29,16 +29,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from mathdata_pipeline.common.devices import cuda_available
 from mathdata_pipeline.common.hf_models import EMBEDDED, load_causal_lm
 from mathdata_pipeline.common.text import stable_hash
 from mathdata_pipeline.common.training import (
     GGUF_NAME,
     HF_SUBDIR,
     TRAINING_JSON,
-    AdapterSettings,
     TrainedModel,
+    TrainingSettings,
     common_training_args,
-    cuda_available,
     finish_training,
     load_for_training,
     lora_config,
@@ -52,14 +52,14 @@ GGUF_ARCHITECTURES = ("llama",)
 
 
 @dataclass(frozen=True)
-class SftSettings(AdapterSettings):
+class SftSettings(TrainingSettings):
     """Fine-tuning settings (see the module doc for the defaults' source).
 
     `base`: "embedded", a transformers folder or a hub id. `template`: "chat" or "alpaca"
     (`conversations`). `max_steps` > 0 overrides `epochs`. `per_device_batch` x `grad_accum`
     conversations of at most `max_length` tokens per optimizer step. `checkpoint_steps`: steps
     between checkpoints (0 = none, so a killed run starts over). LoRA and GGUF fields: see
-    `common.training.AdapterSettings`.
+    `common.training.TrainingSettings`.
     """
 
     base: str = EMBEDDED
@@ -133,7 +133,7 @@ def train_sft(
         log(f"model with fingerprint {key} already in {out_dir}: reused")
         return SftRun(reused, True, 0, {k: reused.config.get(k, 0) for k in COUNT_KEYS})
     work = _work_folder(out_dir, key)
-    model, tokenizer = load_for_training(settings.base, settings.use_lora)
+    model, tokenizer = load_for_training(settings.base, settings.use_lora, device=settings.device, dtype=settings.dtype)
     examples, counts = training_examples(rows, tokenizer, settings.template, settings.max_length)
     if not examples:
         raise ValueError(f"no training example left of {len(rows)} rows: {counts}")
@@ -157,7 +157,7 @@ def train_sft(
     return SftRun(trained, False, resumed_from, counts)
 
 
-def export_reference(base: str, out_dir: str | Path, settings: AdapterSettings) -> TrainedModel:
+def export_reference(base: str, out_dir: str | Path, settings: TrainingSettings) -> TrainedModel:
     """The base model, untrained, in the layout of a trained one (`hf/`, `model.gguf` where the
     architecture allows, `training.json` with kind "base" and 0 steps), so the engines serve it
     exactly like a fine-tuned model (the same GGUF precision, `settings.gguf_dtype`). Written once
@@ -261,12 +261,12 @@ def _trainer(model, tokenizer, examples, settings: SftSettings, work: Path, call
     )
 
 
-def _gguf_possible(model, settings: AdapterSettings) -> bool:
+def _gguf_possible(model, settings: TrainingSettings) -> bool:
     """Whether a GGUF can be exported: a template is set and the architecture is llama."""
     return bool(settings.gguf_template) and getattr(model.config, "model_type", "") in GGUF_ARCHITECTURES
 
 
-def _gguf_skip_reason(model, settings: AdapterSettings) -> str:
+def _gguf_skip_reason(model, settings: TrainingSettings) -> str:
     if not settings.gguf_template:
         return "no gguf_template set"
     return f"architecture {getattr(model.config, 'model_type', '?')!r} has no GGUF export (serve it with vllm)"
