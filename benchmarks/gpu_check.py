@@ -148,7 +148,7 @@ def check_gradients(model: str, n_gpu: int, n_cpu: int) -> dict:
     features = {}
     runs = (("cuda", "bfloat16", n_gpu), ("cpu", "float32", n_cpu))
     for device, dtype, n in [run for run in runs if run[2] > 0]:
-        kwargs = {"device": device, "max_length": 512, "batch_size": 16 if device == "cuda" else 4}
+        kwargs = {"device": device, "max_length": 512, "max_batch_tokens": 16384 if device == "cuda" else 4096}
         if takes_dtype:
             kwargs["dtype"] = dtype
         featurizer = GradientFeaturizer(model, **kwargs)
