@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from mathdata_pipeline.definitions import ASSETS
+from mathdata_pipeline.definitions import ASSETS, RESOURCES
 from mathdata_pipeline.sources.resources import DataSources
 from mathdata_pipeline.storage.resources import TableStore
 
@@ -23,7 +23,11 @@ def test_asset_run_is_stored_in_postgres(postgres_server, data_root, tmp_path, m
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(POSTGRES_INSTANCE_YAML, home / "dagster.yaml")
-    resources = {"store": TableStore(root=str(tmp_path / "storage")), "sources": DataSources(data_dir=str(data_root))}
+    resources = {
+        **RESOURCES,
+        "store": TableStore(root=str(tmp_path / "storage")),
+        "sources": DataSources(data_dir=str(data_root)),
+    }
 
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
