@@ -66,7 +66,8 @@ def weekly_mixtures(context: dg.ScheduleEvaluationContext):
     """One run per mixture spec, keyed by the scheduled time so a tick is never run twice."""
     stamp = context.scheduled_execution_time.strftime("%Y-%m-%d")
     for name in mixture_specs.get_partition_keys():
-        yield dg.RunRequest(run_key=f"{name}:{stamp}", partition_key=name, tags={"mathdata/trigger": "weekly"})
+        tags = {"mathdata/trigger": "weekly", **mixture_spec_tags(name)}
+        yield dg.RunRequest(run_key=f"{name}:{stamp}", partition_key=name, tags=tags)
 
 
 def _signature(path: Path) -> str:
@@ -148,6 +149,7 @@ def seed_files_sensor(context: dg.SensorEvaluationContext, sources: DataSources)
 # RELEASE_INTERVAL_S while it runs, whatever launched it), `make demo`, or `mathdata release-runs`.
 
 WORKER_TAG = "mathdata/worker"
+MIXTURE_SPEC_TAG = "mathdata/mixture_spec"
 RELEASE_INTERVAL_S = 30.0
 _ACTIVE = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
 
@@ -155,6 +157,21 @@ _ACTIVE = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.Dagster
 def worker_tags() -> dict[str, str]:
     """Run tags that name this process as the run's worker (for runs executed in this process)."""
     return {WORKER_TAG: process_token()}
+
+
+def mixture_spec_tags(spec: str) -> dict[str, str]:
+    """The run tag that names a mixture spec, so the UI's run list filters by spec
+    (`mathdata/mixture_spec:<name>`)."""
+    return {MIXTURE_SPEC_TAG: spec}
+
+
+def start_tags(run: dg.DagsterRun) -> dict[str, str]:
+    """Tags a run gets when it starts executing: its worker process, and for `mixture_job` its
+    mixture spec (runs launched from the UI or a backfill carry only `dagster/partition` before)."""
+    tags = worker_tags()
+    if run.job_name == mixture_job.name and run.tags.get("dagster/partition"):
+        tags.update(mixture_spec_tags(run.tags["dagster/partition"]))
+    return tags
 
 
 def _processes_alive(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool | None:
@@ -251,7 +268,7 @@ class _ReleasingExecutor(Executor):
         return self._inner.step_dependency_config
 
     def execute(self, plan_context, execution_plan):
-        plan_context.instance.add_run_tags(plan_context.run_id, worker_tags())
+        plan_context.instance.add_run_tags(plan_context.run_id, start_tags(plan_context.dagster_run))
         with releasing_killed_runs(plan_context.instance):
             yield from self._inner.execute(plan_context, execution_plan)
 

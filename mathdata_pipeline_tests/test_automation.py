@@ -24,6 +24,7 @@ from mathdata_pipeline.automation import (
     WORKER_TAG,
     release_killed_runs_sensor,
     seed_files_sensor,
+    start_tags,
     weekly_mixtures,
     worker_tags,
 )
@@ -70,6 +71,14 @@ def test_weekly_mixture_schedule_requests_every_spec_once_per_week():
     requests = list(weekly_mixtures(context))
     assert [r.partition_key for r in requests] == mixture_names() and "openmathmix" in mixture_names()
     assert all(r.run_key.endswith(":2026-11-23") for r in requests)
+    assert all(r.tags["mathdata/mixture_spec"] == r.partition_key for r in requests)
+
+
+def test_mixture_runs_are_tagged_with_their_spec_when_they_start():
+    run = dg.DagsterRun(job_name="mixture_job", tags={"dagster/partition": "openmathmix"})
+    assert start_tags(run)["mathdata/mixture_spec"] == "openmathmix" and "mathdata/worker" in start_tags(run)
+    other = dg.DagsterRun(job_name="scores_job", tags={"dagster/partition": "openmathmix"})
+    assert "mathdata/mixture_spec" not in start_tags(other)
 
 
 def test_dropped_seed_file_mapping_is_detected_and_bad_files_are_named(drop):
