@@ -22,11 +22,18 @@ from mathdata_pipeline.common.metadata import generation_metadata, markdown_tabl
 from mathdata_pipeline.common.names import path_component
 from mathdata_pipeline.common.partitions import seed_sources
 from mathdata_pipeline.common.plots import bar_chart
-from mathdata_pipeline.common.samples import SAMPLE_SCHEMA, SampleSink
+from mathdata_pipeline.common.samples import SampleSink
 from mathdata_pipeline.common.templates import TemplateName, get_template
 from mathdata_pipeline.dart import dars
 from mathdata_pipeline.dart.controller import ControllerReport, peak_rss_mb
-from mathdata_pipeline.dart.sampling import Solver, difficulty_table, problems_from_pool, solve, with_targets
+from mathdata_pipeline.dart.sampling import (
+    DART_SAMPLE_SCHEMA,
+    Solver,
+    difficulty_table,
+    problems_from_pool,
+    solve,
+    with_targets,
+)
 from mathdata_pipeline.engines.base import SamplingParams
 from mathdata_pipeline.engines.resources import LLMResource
 from mathdata_pipeline.storage.resources import TableStore
@@ -104,7 +111,7 @@ def _sample_sink(store: TableStore, partition: str, queries: int):
         folder = store.local_dir("_parts", "rejection_samples", name, purpose="rejection sampling")
     else:
         folder = Path(tempfile.mkdtemp(prefix=f"mathdata-{name}-"))
-    with SampleSink(folder, SAMPLE_SCHEMA, queries) as sink:
+    with SampleSink(folder, DART_SAMPLE_SCHEMA, queries) as sink:
         yield sink
 
 
@@ -123,6 +130,7 @@ def _controller_metadata(report: ControllerReport) -> dict:
         "verdicts_graded": dg.MetadataValue.int(report.graded),
         "max_in_flight": dg.MetadataValue.int(report.max_in_flight),
         "grader_version": dg.MetadataValue.text(report.extra["grader_version"]),
+        "grade_reasons": dg.MetadataValue.json(dict(sorted(report.grade_reasons.items()))),
         "peak_rss_mb": dg.MetadataValue.float(peak_rss_mb()),
     }
 
@@ -138,7 +146,12 @@ def _dars_metadata(report: dict) -> dict:
         },
     )
     return {
-        "reach_ratio": round(float(report["reach_ratio"] or 0.0), 4),
+        "reach_ratio": (
+            dg.MetadataValue.float(round(report["reach_ratio"], 4))
+            if report["reach_ratio"] is not None
+            else dg.MetadataValue.null()
+        ),
+        "reach_goal": "at least one correct sample" if report["strategy"] == "vrt" else "the query's target",
         "raw_samples": int(report["raw_samples"]),
         "correct_samples": int(report["correct_samples"]),
         "by_difficulty": dg.MetadataValue.md(markdown_table(report["by_difficulty"], "fail rate")),

@@ -271,7 +271,8 @@ def summary(state: DarsState, levels: Sequence[str] | None = None, bins: Sequenc
     """Run report as a JSON-ready dict.
 
     Top level: strategy, queries, active, with_target, reached (n_correct >= target, whatever
-    strict_stop says), reach_ratio (reached / with_target, None without targets), raw_samples,
+    strict_stop says; for VRT, which has no target, at least one correct: `reach_goal`),
+    reach_ratio (reached / with_target, None without targets, e.g. an empty band), raw_samples,
     correct_samples, samples_per_correct (None without a correct sample), with_correct (queries
     with at least one correct response) and stop_reasons (count per reason, "active" included).
     by_difficulty: the same counts per fail-rate bin ("[0.0,0.2)" ... "[0.8,1.0]", last bin
@@ -327,10 +328,18 @@ def _settle(state: DarsState) -> np.ndarray:
     return reason
 
 
+def reach_goal(state: DarsState) -> np.ndarray:
+    """Correct samples a query must have to count as reached: its target, or 1 for VRT, which has
+    no target (a VRT query reaches when it has at least one correct response: the coverage the
+    paper holds against DARS, whose Level-5 queries VRT leaves without any)."""
+    return np.ones_like(state.target) if state.config.strategy == "vrt" else state.target
+
+
 def _group(state: DarsState, mask: np.ndarray) -> dict:
     """Summary counts over the queries selected by `mask`."""
-    wanted = mask & (state.target > 0)
-    reached = int((wanted & (state.n_correct >= state.target)).sum())
+    goal = reach_goal(state)
+    wanted = mask & (goal > 0)
+    reached = int((wanted & (state.n_correct >= goal)).sum())
     raw, correct = int(state.n_trials[mask].sum()), int(state.n_correct[mask].sum())
     return {
         "queries": int(mask.sum()),
