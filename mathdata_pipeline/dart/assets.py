@@ -6,6 +6,7 @@ result and verdict is committed to the ledger as it arrives, and the kept sample
 sample index, so the same seed gives the same table however requests interleave.
 """
 
+import dataclasses
 import tempfile
 import uuid
 from contextlib import contextmanager
@@ -16,17 +17,24 @@ import dagster as dg
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from mathdata_pipeline.common.metadata import generation_metadata, markdown_table, table_metadata
 from mathdata_pipeline.common.names import path_component
 from mathdata_pipeline.common.partitions import seed_sources
 from mathdata_pipeline.common.plots import bar_chart
-from mathdata_pipeline.common.samples import SAMPLE_SCHEMA, SampleSink
+from mathdata_pipeline.common.samples import SampleSink
 from mathdata_pipeline.common.templates import TemplateName, get_template
 from mathdata_pipeline.dart import dars
 from mathdata_pipeline.dart.controller import ControllerReport, peak_rss_mb
-from mathdata_pipeline.dart.sampling import Solver, difficulty_table, problems_from_pool, solve, with_targets
+from mathdata_pipeline.dart.sampling import (
+    DART_SAMPLE_SCHEMA,
+    Solver,
+    difficulty_table,
+    problems_from_pool,
+    solve,
+    with_targets,
+)
 from mathdata_pipeline.engines.base import SamplingParams
 from mathdata_pipeline.engines.resources import LLMResource
 from mathdata_pipeline.storage.resources import TableStore
@@ -74,10 +82,24 @@ class RejectionConfig(dg.Config):
     max_in_flight: int = Field(
         default=0, ge=0, description="samples submitted and not yet graded at most; 0 = the engine's capacity + 25%"
     )
+    target_size: int = Field(
+        default=0,
+        ge=0,
+        description="rows wanted from this partition: sets k_u (uniform, band) or k_p (prop2diff) to the smallest "
+        "k whose targets, from the difficulty ledger's fail rates, sum to at least this; 0 = k_u / k_p as given; "
+        "not for vrt",
+    )
 
-    def dars_config(self) -> dars.DarsConfig:
-        """The plain `dars.DarsConfig` of these settings."""
-        return dars.DarsConfig(
+    @model_validator(mode="after")
+    def _size_needs_targets(self) -> "RejectionConfig":
+        if self.target_size and self.strategy == "vrt":
+            raise ValueError("rejection_samples: target_size needs a strategy with targets (uniform, prop2diff, band)")
+        return self
+
+    def dars_config(self, fail_rates: np.ndarray | None = None) -> dars.DarsConfig:
+        """The plain `dars.DarsConfig` of these settings; with `target_size`, k is solved from
+        `fail_rates` (the difficulty ledger's, in question order) by `dars.sized`."""
+        config = dars.DarsConfig(
             strategy=self.strategy,
             k_u=self.k_u,
             k_p=self.k_p,
@@ -88,6 +110,11 @@ class RejectionConfig(dg.Config):
             strict_stop=self.strict_stop,
             prop2diff_formula=self.prop2diff_formula,
         )
+        if not self.target_size:
+            return config
+        if fail_rates is None:
+            raise ValueError("rejection_samples: target_size needs the difficulty ledger's fail rates")
+        return dars.sized(config, fail_rates, self.target_size)
 
 
 def _solver(config: SolverConfig, llm: LLMResource) -> Solver:
@@ -104,7 +131,7 @@ def _sample_sink(store: TableStore, partition: str, queries: int):
         folder = store.local_dir("_parts", "rejection_samples", name, purpose="rejection sampling")
     else:
         folder = Path(tempfile.mkdtemp(prefix=f"mathdata-{name}-"))
-    with SampleSink(folder, SAMPLE_SCHEMA, queries) as sink:
+    with SampleSink(folder, DART_SAMPLE_SCHEMA, queries) as sink:
         yield sink
 
 
@@ -123,6 +150,7 @@ def _controller_metadata(report: ControllerReport) -> dict:
         "verdicts_graded": dg.MetadataValue.int(report.graded),
         "max_in_flight": dg.MetadataValue.int(report.max_in_flight),
         "grader_version": dg.MetadataValue.text(report.extra["grader_version"]),
+        "grade_reasons": dg.MetadataValue.json(dict(sorted(report.grade_reasons.items()))),
         "peak_rss_mb": dg.MetadataValue.float(peak_rss_mb()),
     }
 
@@ -138,7 +166,13 @@ def _dars_metadata(report: dict) -> dict:
         },
     )
     return {
-        "reach_ratio": round(float(report["reach_ratio"] or 0.0), 4),
+        "reach_ratio": (
+            dg.MetadataValue.float(round(report["reach_ratio"], 4))
+            if report["reach_ratio"] is not None
+            else dg.MetadataValue.null()
+        ),
+        "reach_goal": "at least one correct sample" if report["strategy"] == "vrt" else "the query's target",
+        "targets_total": int(report["targets_total"]),
         "raw_samples": int(report["raw_samples"]),
         "correct_samples": int(report["correct_samples"]),
         "by_difficulty": dg.MetadataValue.md(markdown_table(report["by_difficulty"], "fail rate")),
@@ -194,12 +228,13 @@ def rejection_samples(
     problems = problems_from_pool(
         store.read("question_pool", partition), max_questions=solver.max_questions, salt=solver.seed_salt
     )
+    dars_config = config.dars_config(ledger.column("fail_rate").to_numpy(zero_copy_only=False))
     with _sample_sink(store, partition, len(problems)) as sink:
         with llm.stream(context, ledger_name=f"solver/{partition}") as stream:
             planner, report = solve(
                 problems,
                 solver.n_d,
-                config.dars_config(),
+                dars_config,
                 _solver(solver, llm),
                 stream,
                 policy=config.controller,
@@ -221,6 +256,7 @@ def rejection_samples(
             **_controller_metadata(report),
             **_dars_metadata(dars.summary(state, levels=[p.level for p in problems])),
             "controller": config.controller,
+            "dars": dg.MetadataValue.json({**dataclasses.asdict(dars_config), "target_size": config.target_size}),
             "solver": dg.MetadataValue.json(solver.model_dump()),
         }
     )

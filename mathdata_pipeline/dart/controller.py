@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import resource
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -302,7 +302,9 @@ class Grading(Protocol):
 class ControllerReport:
     """What a controller run did: samples submitted, kept (written), overshoot (of which cancelled
     before the engine finished them), verdicts reused from the ledger and graded now, rounds
-    (rounds policy), in-flight target, wall seconds."""
+    (rounds policy), in-flight target, wall seconds, and `grade_reasons`: the kept samples counted
+    by `reason_code` of their verdict (exact, numeric, mismatch, no_answer, truncated, timeout, ...,
+    request_failed)."""
 
     submitted: int = 0
     kept: int = 0
@@ -313,7 +315,23 @@ class ControllerReport:
     rounds: int = 0
     max_in_flight: int = 0
     wall_seconds: float = 0.0
+    grade_reasons: Counter = field(default_factory=Counter)
     extra: dict = field(default_factory=dict)
+
+
+REQUEST_FAILED = "request_failed"
+
+
+def sample_reason(verdict: Verdict | None) -> str:
+    """The grader's reason of one sample as stored on its row: the verdict's reason ("exact",
+    "mismatch@boxes", "no_answer", "truncated", "timeout", ...), or "request_failed" when the
+    request produced no completion (no verdict; the row's `error` says why)."""
+    return REQUEST_FAILED if verdict is None else verdict.reason
+
+
+def reason_code(reason: str) -> str:
+    """A sample reason without the extraction step it may name ("mismatch@boxes" -> "mismatch")."""
+    return reason.split("@", 1)[0]
 
 
 KeepFn = Callable[[int, int, Request, Result, Verdict | None], None]
@@ -451,6 +469,7 @@ class _Driver:
         correct = bool(verdict is not None and verdict.correct)
         for row in self.planner.graded(query, index, correct, (query, index, request, result, verdict)):
             self.report.kept += 1
+            self.report.grade_reasons[reason_code(sample_reason(row[4]))] += 1
             if self.keep is not None:
                 self.keep(*row)
 

@@ -192,6 +192,14 @@ def k_for_size(fail_rates: Sequence[float] | np.ndarray, size: int, config: Dars
     return low
 
 
+def sized(config: DarsConfig, fail_rates: Sequence[float] | np.ndarray, size: int) -> DarsConfig:
+    """`config` with k (k_u for uniform/band, k_p for prop2diff) set by `k_for_size` so that the
+    targets of these fail rates sum to at least `size` rows: the paper's way of aiming at a dataset
+    size. Queries that hit `n_max` first give fewer rows. Raises ValueError as `k_for_size` does."""
+    field = "k_p" if config.strategy == "prop2diff" else "k_u"
+    return replace(config, **{field: k_for_size(fail_rates, size, config)})
+
+
 def start(
     query_ids: Iterable[str],
     config: DarsConfig,
@@ -270,10 +278,12 @@ def update(state: DarsState, graded: Iterable[tuple[str, bool]]) -> DarsState:
 def summary(state: DarsState, levels: Sequence[str] | None = None, bins: Sequence[float] = DIFFICULTY_BINS) -> dict:
     """Run report as a JSON-ready dict.
 
-    Top level: strategy, queries, active, with_target, reached (n_correct >= target, whatever
-    strict_stop says), reach_ratio (reached / with_target, None without targets), raw_samples,
-    correct_samples, samples_per_correct (None without a correct sample), with_correct (queries
-    with at least one correct response) and stop_reasons (count per reason, "active" included).
+    Top level: strategy, queries, active, targets_total (correct samples wanted, summed),
+    with_target, reached (n_correct >= target, whatever strict_stop says; for VRT, which has no
+    target, at least one correct: `reach_goal`), reach_ratio (reached / with_target, None without
+    targets, e.g. an empty band), raw_samples, correct_samples, samples_per_correct (None without a
+    correct sample), with_correct (queries with at least one correct response) and stop_reasons
+    (count per reason, "active" included).
     by_difficulty: the same counts per fail-rate bin ("[0.0,0.2)" ... "[0.8,1.0]", last bin
     closed; "unknown" for queries without a difficulty estimate). by_level: per level label when
     `levels` (one label per query, in query order) is given.
@@ -285,6 +295,7 @@ def summary(state: DarsState, levels: Sequence[str] | None = None, bins: Sequenc
         "strategy": state.config.strategy,
         **_group(state, everything),
         "active": int((~state.done).sum()),
+        "targets_total": int(state.target.sum()),
         "stop_reasons": dict(zip(names.tolist(), counts.tolist())),
     }
     edges = np.asarray(bins, dtype=np.float64)
@@ -327,10 +338,18 @@ def _settle(state: DarsState) -> np.ndarray:
     return reason
 
 
+def reach_goal(state: DarsState) -> np.ndarray:
+    """Correct samples a query must have to count as reached: its target, or 1 for VRT, which has
+    no target (a VRT query reaches when it has at least one correct response: the coverage the
+    paper holds against DARS, whose Level-5 queries VRT leaves without any)."""
+    return np.ones_like(state.target) if state.config.strategy == "vrt" else state.target
+
+
 def _group(state: DarsState, mask: np.ndarray) -> dict:
     """Summary counts over the queries selected by `mask`."""
-    wanted = mask & (state.target > 0)
-    reached = int((wanted & (state.n_correct >= state.target)).sum())
+    goal = reach_goal(state)
+    wanted = mask & (goal > 0)
+    reached = int((wanted & (state.n_correct >= goal)).sum())
     raw, correct = int(state.n_trials[mask].sum()), int(state.n_correct[mask].sum())
     return {
         "queries": int(mask.sum()),

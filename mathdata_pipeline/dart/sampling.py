@@ -16,15 +16,26 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mathdata_pipeline.common.samples import SampleSink, SampleSpec, sample_row, solve_request
+from mathdata_pipeline.common.samples import SAMPLE_SCHEMA, SampleSink, SampleSpec, sample_row, solve_request
 from mathdata_pipeline.common.subsets import solver_subset
 from mathdata_pipeline.common.templates import SolveTemplate
 from mathdata_pipeline.dart import dars
-from mathdata_pipeline.dart.controller import ControllerReport, DarsPlanner, Policy, Stream, run_controller
+from mathdata_pipeline.dart.controller import (
+    ControllerReport,
+    DarsPlanner,
+    Policy,
+    Stream,
+    run_controller,
+    sample_reason,
+)
 from mathdata_pipeline.dart.grading import GradingQueue, grader_version
 from mathdata_pipeline.engines.base import Request, Result, SamplingParams, derive_seed
 from mathdata_pipeline.engines.ledger import Verdict
 from mathdata_pipeline.grading import Grader
+
+# A DART sample row: SAMPLE_SCHEMA plus the grader's reason (`controller.sample_reason`), so a
+# symbolic timeout, a truncated response or a failed request is never read as a wrong answer.
+DART_SAMPLE_SCHEMA = SAMPLE_SCHEMA.append(pa.field("grade_reason", pa.string()))
 
 
 @dataclass(frozen=True)
@@ -94,7 +105,7 @@ def solve(
     Inputs: the problems; `n_d`; the DARS settings (None: the difficulty pass only); the solver;
     an open stream (a `LedgerStream`, whose ledger also keeps the verdicts); `policy` ("stream" or
     "rounds"); `max_in_flight` (0 = `default_in_flight(stream.capacity)`); `sink`, where the kept
-    sample rows go (None: count only); `grader` (default a new `Grader`).
+    sample rows go (DART_SAMPLE_SCHEMA rows; None: count only); `grader` (default a new `Grader`).
     Output: (the planner with the final counters, the controller's report).
     """
     speculate = stream.capacity > 1  # a sequential engine has no idle slots to fill
@@ -116,7 +127,7 @@ def solve(
             correct=verdict.correct if verdict else None,
             grader=solver.grader_name,
         )
-        sink.append(query, index, row)
+        sink.append(query, index, {**row, "grade_reason": sample_reason(verdict)})
 
     try:
         with GradingQueue(grader) as grading:

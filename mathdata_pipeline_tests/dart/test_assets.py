@@ -117,6 +117,8 @@ def test_dars_samples_are_graded_and_difficulty_samples_reused(chain):
     reject = _metadata(first, "rejection_samples")
     assert reject["cache_hits"].value >= 6  # the 3 x 2 difficulty samples came from the ledger
     assert 0.0 <= reject["reach_ratio"].value <= 1.0 and reject["raw_samples"].value == samples.num_rows
+    assert sum(reject["grade_reasons"].value.values()) == samples.num_rows
+    assert samples.column("grade_reason").null_count == 0
 
 
 def test_pool_and_solutions_keep_provenance(chain):

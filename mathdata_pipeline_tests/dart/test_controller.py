@@ -1,15 +1,26 @@
 """The event-driven DARS planner: the samples it keeps do not depend on the order results arrive
-in, match the round-based reference loop, never pass the caps, and count overshoot."""
+in, match the round-based reference loop, never pass the caps, and count overshoot. Then the whole
+controller through `sampling.solve` over a scripted engine (a test double, no model): targets per
+strategy, caps, stop rules, grader reasons on every sample, and a rerun served from the ledger."""
 
 from __future__ import annotations
 
 import random
+import uuid
+from dataclasses import replace
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
+from mathdata_pipeline.common.samples import SampleSink
+from mathdata_pipeline.common.templates import get_template
 from mathdata_pipeline.dart.controller import DarsPlanner
-from mathdata_pipeline.dart.dars import DarsConfig, plan_round, start, update
+from mathdata_pipeline.dart.dars import DarsConfig, plan_round, start, summary, update
+from mathdata_pipeline.dart.sampling import DART_SAMPLE_SCHEMA, Problem, Solver, solve, with_targets
+from mathdata_pipeline.engines.base import Completion, Engine, EngineInfo, SamplingParams, SequentialStream, derive_seed
+from mathdata_pipeline.engines.ledger import RequestLedger
+from mathdata_pipeline.engines.runner import LedgerStream
 
 PASS = [0.9, 0.5, 0.2, 0.05, 0.0, 0.7, 0.35, 0.1]  # per query
 
@@ -122,3 +133,146 @@ def test_a_sample_of_a_stopped_query_is_overshoot_and_kept_nowhere():
     assert planner.graded(0, 1, True, "r1") == ["r1"]  # sample 1 completes the target; sample 2 is overshoot
     assert planner.finished and planner.overshoot == 2
     assert planner.graded(0, 3, True, "r3") == [] and planner.outstanding == 0
+
+
+# --- The controller through its public entry point (`sampling.solve`) over a scripted engine ---
+
+SALT = "scripted"
+# Per problem, the reference answer and what sample k says: "correct", "wrong" (another number),
+# "no_answer" (no number at all) or "truncated" (the right box, cut off at the token limit).
+SCRIPTS = {
+    "always": ("5", lambda k: "correct"),
+    "never": ("7", lambda k: "wrong"),
+    "half": ("6", lambda k: "correct" if k % 2 == 0 else "wrong"),
+    "quarter": ("9", lambda k: "correct" if k % 4 == 3 else "no_answer"),
+    "cut": ("4", lambda k: "correct" if k % 5 == 4 else "truncated"),
+}
+SCRIPTED_PROBLEMS = [Problem(pid, f"Question {pid}?", answer) for pid, (answer, _) in SCRIPTS.items()]
+_SEEDS = {derive_seed(SALT, pid, k): (pid, k) for pid in SCRIPTS for k in range(200)}
+
+
+class ScriptedEngine(Engine):
+    """Test double, no model: answers each request from SCRIPTS by (problem, sample index), found
+    from the request's seed; `capacity` requests in flight, returned in a seeded shuffled order so
+    the event-driven controller sees results out of order. Counts what it generates."""
+
+    def __init__(self, capacity: int = 4, order_seed: int = 0):
+        self.info = EngineInfo("scripted-test-double", "scripted")
+        self.capacity, self.order_seed, self.generated = capacity, order_seed, 0
+
+    def render(self, request):
+        return None
+
+    def generate(self, requests):
+        for position, request in enumerate(requests):
+            self.generated += 1
+            pid, k = _SEEDS[request.params.seed]
+            answer, script = SCRIPTS[pid]
+            kind = script(k)
+            text = {
+                "correct": f"scripted: \\boxed{{{answer}}}",
+                "wrong": f"scripted: \\boxed{{{int(answer) + 1}}}",
+                "no_answer": "scripted: I cannot tell.",
+                "truncated": f"scripted: \\boxed{{{answer}}}",
+            }[kind]
+            yield position, Completion(text, "length" if kind == "truncated" else "stop", 3, 5)
+
+    def score(self, prompt, completion):
+        raise NotImplementedError("the scripted engine does not score")
+
+    def stream(self):
+        return _ShuffledStream(self)
+
+
+class _ShuffledStream(SequentialStream):
+    """The scripted engine's stream: its capacity, results in a seeded random order of the pending."""
+
+    def __init__(self, engine: ScriptedEngine):
+        super().__init__(engine)
+        self.capacity, self._rng = engine.capacity, random.Random(engine.order_seed)
+
+    def next_result(self):
+        self._queue.rotate(-self._rng.randrange(len(self._queue)) if self._queue else 0)
+        return super().next_result()
+
+
+def solve_scripted(tmp_path, config, *, n_d=4, capacity=4, order_seed=0, ledger_name="l.sqlite"):
+    """One DARS run through `solve` with the scripted engine and a ledger under `tmp_path`: returns
+    (kept rows as a table, planner, report, engine)."""
+    engine = ScriptedEngine(capacity, order_seed)
+    solver = Solver(get_template("deepseekmath"), SamplingParams(temperature=1.0, top_p=0.95, max_tokens=16), SALT, "m")
+    folder = tmp_path / f"parts-{uuid.uuid4().hex[:6]}"
+    with RequestLedger(tmp_path / ledger_name) as ledger, SampleSink(folder, DART_SAMPLE_SCHEMA, 5) as sink:
+        with LedgerStream(engine, ledger, log=lambda _: None) as stream:
+            planner, report = solve(SCRIPTED_PROBLEMS, n_d, config, solver, stream, sink=sink, log=lambda _: None)
+        state = planner.state(list(SCRIPTS))
+        sink.write(folder.parent / f"{folder.name}.parquet", transform=with_targets(state))
+    return pq.read_table(folder.parent / f"{folder.name}.parquet"), planner, report, engine
+
+
+def per_problem(table, column):
+    """{problem_id: [column values in sample-index order]}."""
+    out = {}
+    for pid, value in zip(table.column("problem_id").to_pylist(), table.column(column).to_pylist()):
+        out.setdefault(pid, []).append(value)
+    return out
+
+
+def test_uniform_targets_caps_and_stop_rules_through_solve(tmp_path):
+    table, planner, report, _ = solve_scripted(tmp_path, DarsConfig("uniform", k_u=2, n_max=12))
+    state = planner.state(list(SCRIPTS))
+    assert state.target.tolist() == [2] * 5
+    # always: its 4 difficulty samples already hold 2 correct; half: 2 of 4 too; quarter: correct at 3, 7;
+    # cut: correct at 4, 9; never: the cap.
+    assert state.n_trials.tolist() == [4, 12, 4, 8, 10]
+    assert state.stop_reason.tolist() == [
+        "target_reached",
+        "n_max",
+        "target_reached",
+        "target_reached",
+        "target_reached",
+    ]
+    indices = per_problem(table, "sample_index")
+    assert all(indices[pid] == list(range(n)) for pid, n in zip(SCRIPTS, state.n_trials.tolist()))
+    assert table.num_rows == report.kept == int(state.n_trials.sum())
+
+
+def test_prop2diff_targets_follow_the_fail_rate_and_strict_stop_collects_one_more(tmp_path):
+    config = DarsConfig("prop2diff", k_p=4, n_max=16)
+    _, planner, _, _ = solve_scripted(tmp_path, config)
+    state = planner.state(list(SCRIPTS))
+    # fail rates 0, 1, .5, .75, 1 -> targets 1, 4, 2, 3, 4 (hardest gets k_p, at least 1 each)
+    assert state.fail_rate.tolist() == [0.0, 1.0, 0.5, 0.75, 1.0]
+    assert state.target.tolist() == [1, 4, 2, 3, 4]
+    assert state.n_trials.tolist() == [4, 16, 4, 12, 16]  # cut: correct at 4, 9, 14 only -> the cap
+    assert state.stop_reason.tolist() == ["target_reached", "n_max", "target_reached", "target_reached", "n_max"]
+    _, strict, _, _ = solve_scripted(tmp_path, replace(config, strict_stop=True), ledger_name="strict.sqlite")
+    assert strict.state(list(SCRIPTS)).n_trials.tolist() == [4, 16, 5, 16, 16]  # target + 1 correct, or the cap
+
+
+def test_vrt_draws_a_fixed_number_and_counts_reach_as_one_correct(tmp_path):
+    _, planner, _, _ = solve_scripted(tmp_path, DarsConfig("vrt", vrt_trials=5), n_d=2)
+    state = planner.state(list(SCRIPTS))
+    assert state.n_trials.tolist() == [5] * 5 and set(state.stop_reason.tolist()) == {"vrt_done"}
+    report = summary(state)
+    assert report["with_target"] == 5 and report["reached"] == 4 and report["reach_ratio"] == 0.8  # never: none
+
+
+def test_grader_reasons_are_kept_on_every_sample_and_counted(tmp_path):
+    table, planner, report, _ = solve_scripted(tmp_path, DarsConfig("uniform", k_u=2, n_max=12))
+    reasons = per_problem(table, "grade_reason")
+    assert set(reasons["always"]) == {"exact"} and set(reasons["never"]) == {"mismatch"}
+    assert reasons["quarter"] == ["no_answer", "no_answer", "no_answer", "exact"] * 2
+    assert reasons["cut"] == ["truncated"] * 4 + ["exact"] + ["truncated"] * 4 + ["exact"]
+    assert table.column("grade_reason").null_count == 0
+    assert dict(report.grade_reasons) == {"exact": 10, "mismatch": 14, "no_answer": 6, "truncated": 8}
+
+
+@pytest.mark.parametrize("capacity, order_seed", [(1, 0), (8, 3)])
+def test_a_rerun_is_served_from_the_ledger_with_the_same_rows(tmp_path, capacity, order_seed):
+    config = DarsConfig("prop2diff", k_p=4, n_max=16)
+    first, _, report, engine = solve_scripted(tmp_path, config, capacity=capacity, order_seed=order_seed)
+    again, _, report2, engine2 = solve_scripted(tmp_path, config, capacity=capacity, order_seed=order_seed + 1)
+    assert engine.generated == report.submitted - report.cancelled >= first.num_rows
+    assert engine2.generated == 0 and report2.graded == 0 and report2.verdicts_reused == again.num_rows
+    assert again.equals(first)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
+from mathdata_pipeline.dart.assets import RejectionConfig
 from mathdata_pipeline.dart.dars import (
     DarsConfig,
     difficulty_from_samples,
     k_for_size,
     plan_round,
+    sized,
     start,
     summary,
     targets,
@@ -171,6 +175,19 @@ def test_k_for_size():
     )
     with pytest.raises(ValueError):
         k_for_size(fail, 10, DarsConfig("vrt"))
+
+
+def test_sized_sets_the_strategys_k_and_rejection_samples_takes_target_size():
+    fail = [0.0, 0.5, 1.0]
+    assert sized(DarsConfig("uniform", k_u=99, k_p=7), fail, 10) == DarsConfig("uniform", k_u=4, k_p=7)
+    hard = sized(DarsConfig("prop2diff", k_u=99, n_max=50), fail, 10)
+    assert hard.k_u == 99 and targets(fail, hard).sum() >= 10 > targets(fail, replace(hard, k_p=hard.k_p - 1)).sum()
+    assert RejectionConfig(strategy="uniform", k_u=3).dars_config(np.asarray(fail)).k_u == 3  # no target_size
+    assert RejectionConfig(strategy="uniform", target_size=10).dars_config(np.asarray(fail)).k_u == 4
+    with pytest.raises(ValueError, match="fail rates"):
+        RejectionConfig(strategy="uniform", target_size=10).dars_config()
+    with pytest.raises(ValueError, match="target_size needs a strategy with targets"):
+        RejectionConfig(strategy="vrt", target_size=10)
 
 
 def test_simulation_prop2diff_gives_hard_queries_more_correct_samples_than_uniform():

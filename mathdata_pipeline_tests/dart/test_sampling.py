@@ -11,7 +11,15 @@ from mathdata_pipeline.common.samples import SAMPLE_SCHEMA, SampleSink, SampleSp
 from mathdata_pipeline.common.templates import get_template
 from mathdata_pipeline.curation.solutions import kept_dart_samples
 from mathdata_pipeline.dart.dars import DarsConfig
-from mathdata_pipeline.dart.sampling import Problem, Solver, curate, kept_positions, solve, with_targets
+from mathdata_pipeline.dart.sampling import (
+    DART_SAMPLE_SCHEMA,
+    Problem,
+    Solver,
+    curate,
+    kept_positions,
+    solve,
+    with_targets,
+)
 from mathdata_pipeline.engines.base import SamplingParams
 from mathdata_pipeline.engines.ledger import RequestLedger
 from mathdata_pipeline.engines.local import LocalEngine
@@ -35,7 +43,7 @@ CONFIG = DarsConfig("uniform", k_u=1, n_max=3)
 
 def run(engine, ledger, folder, *, config=CONFIG):
     solver = Solver(get_template("chat"), SamplingParams(temperature=0.9, top_p=0.95, max_tokens=24), "t", "smollm2")
-    with SampleSink(folder, SAMPLE_SCHEMA, len(PROBLEMS)) as sink:
+    with SampleSink(folder, DART_SAMPLE_SCHEMA, len(PROBLEMS)) as sink:
         with LedgerStream(engine, ledger, log=lambda _: None) as stream:
             planner, report = solve(PROBLEMS, 1, config, solver, stream, sink=sink, log=lambda _: None)
         state = planner.state([p.problem_id for p in PROBLEMS])
@@ -68,6 +76,13 @@ def test_dars_through_engine_and_ledger_then_a_rerun_from_the_ledger_alone(engin
     assert report.graded + report.verdicts_reused >= completed
     assert all(g == "mathdata-grader" for g in first.column("grader").to_pylist() if g)
     assert first.column("target").to_pylist() == [1] * first.num_rows
+    reasons = first.column("grade_reason").to_pylist()  # on every row, counted in the report
+    assert None not in reasons and sum(report.grade_reasons.values()) == first.num_rows
+    assert all(
+        (r.split("@")[0] in ("exact", "numeric", "structural", "symbolic")) == c
+        for r, c in zip(reasons, first.column("correct").to_pylist())
+        if c is not None
+    )
     assert again.equals(first)  # same seed, same table, byte for byte in content
     assert stats2.cache_hits == stats2.requests == first.num_rows  # nothing generated again
     assert report2.graded == 0 and report2.verdicts_reused == completed
