@@ -61,7 +61,7 @@ class AugmentResponseConfig(dg.Config):
     kinds={"parquet"},
     pool="gpu",
     deps=["seed_problems", "contamination_index"],
-    check_specs=[contamination_check_spec("augmented_questions", blocking=True)],
+    check_specs=[contamination_check_spec("augmented_questions", blocking=True, partitions_def=seed_sources)],
 )
 def augmented_questions(
     context: dg.AssetExecutionContext, config: AugmentConfig, llm: LLMResource, store: TableStore

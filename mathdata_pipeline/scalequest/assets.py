@@ -337,7 +337,7 @@ def _difficulty_model(config: SynthesisConfig):
     kinds={"parquet"},
     pool="gpu",
     deps=["question_generator", "contamination_index"],
-    check_specs=[contamination_check_spec("synthesized_questions", blocking=True)],
+    check_specs=[contamination_check_spec("synthesized_questions", blocking=True, partitions_def=synthesis_shards)],
 )
 def synthesized_questions(
     context: dg.AssetExecutionContext, config: SynthesisConfig, llm: LLMResource, store: TableStore
