@@ -63,8 +63,14 @@ format: setup
 	$(VENV)/bin/ruff check --fix mathdata_pipeline mathdata_pipeline_tests benchmarks
 	$(VENV)/bin/ruff format mathdata_pipeline mathdata_pipeline_tests benchmarks
 
+# Runs inside DAGSTER_HOME, where `setup` copies the top-level dagster.yaml: `dagster dev` reads the
+# instance config from there and has no ./dagster.yaml to call unused. workspace.yaml stays at the
+# top level; PYTHONPATH finds the package without an editable install. Dagster's "use dg dev" notice
+# is silenced (dg, from dagster-dg-cli, is not a dependency; `dagster dev` is what it would run).
 ui: setup
-	$(VENV)/bin/dagster dev -h 127.0.0.1 -p $${DAGSTER_PORT:-3000} -w workspace.yaml
+	cd $(DAGSTER_HOME) && PYTHONPATH=$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} \
+	  PYTHONWARNINGS='ignore:Function `dev_command` is superseded' \
+	  $(abspath $(VENV))/bin/dagster dev -h 127.0.0.1 -p $${DAGSTER_PORT:-3000} -w $(CURDIR)/workspace.yaml
 
 bench: setup
 	for b in benchmarks/*.py; do $(PY) $$b --quick || exit 1; done

@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 from dagster import Executor
 
-from mathdata_pipeline.common.partitions import mixture_specs, seed_sources
+from mathdata_pipeline.common.partitions import mixture_specs, seed_sources, synthesis_shards
 from mathdata_pipeline.common.processes import pid_alive_since, process_token, token_alive
 from mathdata_pipeline.sources.readers import InputError
 from mathdata_pipeline.sources.resources import DataSources
@@ -31,20 +31,82 @@ SOURCE_CHAIN = [
 seed_source_job = dg.define_asset_job(
     "seed_source_job",
     selection=SOURCE_CHAIN,
-    partitions_def=seed_sources,
     description="Everything one seed source feeds: seeds, MuggleMath, question pool, DART samples, solutions.",
 )
-scores_job = dg.define_asset_job(
-    "scores_job",
-    selection=["embeddings", "quality_scores"],
-    description="Embeddings and QaDS quality of every candidate (cached: only new rows cost anything).",
-)
-mixture_job = dg.define_asset_job(
-    "mixture_job",
-    selection=["selections", "mixture"],
-    partitions_def=mixture_specs,
-    description="QaDS selection and the mixture of one spec.",
-)
+
+SPEC_TAG = "mathdata/spec"
+
+# One job per stage family: `make demo` and the schedules launch these, so the Runs page, the
+# Overview timeline and each job's history say which stage ran (never `__ephemeral_asset_job__`).
+# {job name: (assets, description)}; every asset of the code location is in exactly one.
+FAMILIES: dict[str, tuple[list[str], str]] = {
+    "sources_job": (
+        ["seed_problems", "eval_benchmarks", "general_pool", "candidate_pool", "contamination_index"],
+        "Seed problems of one source, the evaluation benchmarks, the general pool, the open candidate pool, "
+        "and the contamination index built from the benchmarks.",
+    ),
+    "mugglemath_job": (
+        ["augmented_questions", "augmented_responses"],
+        "MuggleMath: augmented questions and their responses for one seed source.",
+    ),
+    "scalequest_job": (
+        ["question_generator", "difficulty_scorer", "synthesized_questions", "synthesized_responses"],
+        "ScaleQuest: the question generator and the difficulty scorer (unpartitioned), then synthesized "
+        "questions and responses per shard.",
+    ),
+    "curation_job": (["question_pool", "solutions"], "The question pool and the solutions of one seed source."),
+    "dart_job": (
+        ["difficulty_ledger", "rejection_samples"],
+        "DART-Math: the difficulty ledger and the rejection samples of one seed source.",
+    ),
+    "scores_job": (
+        ["embeddings", "quality_scores"],
+        "Embeddings and QaDS quality of every candidate (cached: only new rows cost anything).",
+    ),
+    "influence_job": (
+        ["reference_responses", "gradient_features", "influence_scores"],
+        "Influence pruning: reference responses, gradient features and influence scores of every solution.",
+    ),
+    "mixture_job": (["selections", "mixture"], "QaDS selection and the mixture of one spec."),
+    "publish_job": (["published_mixture"], "Upload the export of one mixture spec to the Hub (off unless configured)."),
+    "evaluation_job": (
+        ["sft_model", "benchmark_scores"],
+        "Fine-tune on one spec's mixture and score the model on the benchmarks.",
+    ),
+    "comparison_job": (["mixture_comparison"], "Compare the scored specs pair by pair."),
+}
+FAMILY_JOBS = {
+    name: dg.define_asset_job(name, selection=assets, description=description)
+    for name, (assets, description) in FAMILIES.items()
+}
+scores_job = FAMILY_JOBS["scores_job"]
+mixture_job = FAMILY_JOBS["mixture_job"]
+JOBS = [seed_source_job, *FAMILY_JOBS.values()]
+
+
+def family_job_name(asset_name: str) -> str:
+    """The name of the family job that launches `asset_name`; KeyError naming the asset when no
+    family job selects it."""
+    for name, (assets, _) in FAMILIES.items():
+        if asset_name in assets:
+            return name
+    raise KeyError(f"asset {asset_name!r} is in no job of automation.FAMILIES: add it to its stage family's job")
+
+
+def partition_tags(partitions_def: dg.PartitionsDefinition | None, partition_key: str | None) -> dict[str, str]:
+    """Run tags that say what a run's partition is: `mathdata/spec` for a mixture spec,
+    `mathdata/source` for a seed source, `mathdata/shard` for a ScaleQuest shard (Dagster adds its
+    own `dagster/partition`). Empty for an unpartitioned run."""
+    if partition_key is None or partitions_def is None:
+        return {}
+    if partitions_def == mixture_specs:
+        return {SPEC_TAG: partition_key}
+    if partitions_def == seed_sources:
+        return {"mathdata/source": partition_key}
+    if partitions_def == synthesis_shards:
+        return {"mathdata/shard": partition_key}
+    return {"mathdata/partition": partition_key}
+
 
 weekly_scores = dg.ScheduleDefinition(
     name="weekly_scores",
@@ -63,11 +125,15 @@ weekly_scores = dg.ScheduleDefinition(
     description="Mondays 04:00 UTC (after weekly_scores): rebuild every mixture spec.",
 )
 def weekly_mixtures(context: dg.ScheduleEvaluationContext):
-    """One run per mixture spec, keyed by the scheduled time so a tick is never run twice."""
+    """One run per mixture spec, keyed by the scheduled time so a tick is never run twice, and
+    tagged with its spec (`mathdata/spec`) so previews and the Runs page name it."""
     stamp = context.scheduled_execution_time.strftime("%Y-%m-%d")
     for name in mixture_specs.get_partition_keys():
-        tags = {"mathdata/trigger": "weekly", **mixture_spec_tags(name)}
-        yield dg.RunRequest(run_key=f"{name}:{stamp}", partition_key=name, tags=tags)
+        yield dg.RunRequest(
+            run_key=f"{name}:{stamp}",
+            partition_key=name,
+            tags={"mathdata/trigger": "weekly", **partition_tags(mixture_specs, name)},
+        )
 
 
 def _signature(path: Path) -> str:
@@ -128,7 +194,11 @@ def seed_files_sensor(context: dg.SensorEvaluationContext, sources: DataSources)
             add.append(name)
         seen[name] = signature
         runs.append(
-            dg.RunRequest(run_key=f"{name}:{signature}", partition_key=name, tags={"mathdata/trigger": "seed_file"})
+            dg.RunRequest(
+                run_key=f"{name}:{signature}",
+                partition_key=name,
+                tags={"mathdata/trigger": "seed_file", **partition_tags(seed_sources, name)},
+            )
         )
     for problem in problems:
         context.log.warning(f"seed file not used: {problem}")
@@ -149,7 +219,6 @@ def seed_files_sensor(context: dg.SensorEvaluationContext, sources: DataSources)
 # RELEASE_INTERVAL_S while it runs, whatever launched it), `make demo`, or `mathdata release-runs`.
 
 WORKER_TAG = "mathdata/worker"
-MIXTURE_SPEC_TAG = "mathdata/mixture_spec"
 RELEASE_INTERVAL_S = 30.0
 _ACTIVE = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
 
@@ -161,8 +230,8 @@ def worker_tags() -> dict[str, str]:
 
 def mixture_spec_tags(spec: str) -> dict[str, str]:
     """The run tag that names a mixture spec, so the UI's run list filters by spec
-    (`mathdata/mixture_spec:<name>`)."""
-    return {MIXTURE_SPEC_TAG: spec}
+    (`mathdata/spec:<name>`, as `partition_tags` gives it)."""
+    return {SPEC_TAG: spec}
 
 
 def start_tags(run: dg.DagsterRun) -> dict[str, str]:

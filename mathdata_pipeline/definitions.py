@@ -1,10 +1,13 @@
-"""The Dagster code location: `defs` is what `dagster dev` and the CLI load."""
+"""The Dagster code location: `defs` is what `dagster dev` and the CLI load. Loading it registers
+the configured seed sources as partitions of the instance at DAGSTER_HOME (see
+`common.partitions.register_configured_sources`)."""
 
 from __future__ import annotations
 
 import dagster as dg
 
 from mathdata_pipeline import automation
+from mathdata_pipeline.common.partitions import register_configured_sources
 from mathdata_pipeline.curation import assets as curation_assets
 from mathdata_pipeline.dart import assets as dart_assets
 from mathdata_pipeline.decontamination import assets as decontamination_assets
@@ -39,8 +42,10 @@ RESOURCES = {"store": TableStore(), "sources": DataSources(), "llm": LLMResource
 defs = dg.Definitions(
     assets=ASSETS,
     resources=RESOURCES,
-    jobs=[automation.seed_source_job, automation.scores_job, automation.mixture_job, *evaluation_assets.JOBS],
+    jobs=automation.JOBS,
     schedules=[automation.weekly_scores, automation.weekly_mixtures],
     sensors=[automation.seed_files_sensor, automation.release_killed_runs_sensor, *evaluation_assets.SENSORS],
     executor=automation.mathdata_executor,
 )
+
+register_configured_sources()

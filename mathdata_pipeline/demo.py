@@ -17,10 +17,16 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
-from mathdata_pipeline.automation import release_killed_runs, releasing_killed_runs, worker_tags
+from mathdata_pipeline.automation import (
+    family_job_name,
+    partition_tags,
+    release_killed_runs,
+    releasing_killed_runs,
+    worker_tags,
+)
 from mathdata_pipeline.common.partitions import register_seed_sources
 from mathdata_pipeline.common.paths import config_dir
-from mathdata_pipeline.definitions import ASSETS, RESOURCES, defs
+from mathdata_pipeline.definitions import defs
 from mathdata_pipeline.run_config import check_run_config_file
 from mathdata_pipeline.sources.config import data_dir
 
@@ -80,27 +86,38 @@ def main() -> int:
         return _materialize_plan(instance, run_config, only, local, started)
 
 
+def launch(
+    instance: dg.DagsterInstance, key: dg.AssetKey, partition: str | None, op_config: dict
+) -> dg.ExecuteInProcessResult:
+    """Materialize one asset partition as a run of its stage-family job (`automation.FAMILIES`),
+    in this process, tagged as a demo run with its partition (`mathdata/spec`, `mathdata/source`,
+    `mathdata/shard`) and with this process as its worker. `op_config` is {asset name: {config}}
+    or empty. Returns Dagster's result (never raises on a step failure)."""
+    job = defs.resolve_job_def(family_job_name(key.path[-1]))
+    partitions_def = defs.resolve_assets_def(key).partitions_def
+    return job.execute_in_process(
+        run_config={"ops": op_config, "loggers": {"console": {"config": {"log_level": "INFO"}}}},
+        instance=instance,
+        partition_key=partition,
+        asset_selection=[key],
+        tags={DEMO_TAG: "true", **partition_tags(partitions_def, partition), **worker_tags()},
+        raise_on_error=False,
+    )
+
+
 def _materialize_plan(
     instance: dg.DagsterInstance, run_config: dict, only: dict, local: Path | None, started: float
 ) -> int:
-    """One run per asset partition of the plan, each tagged with this process as its worker; stop
-    at the first failure. Returns the exit code."""
+    """One run per asset partition of the plan (see `launch`); stop at the first failure. Returns
+    the exit code."""
     for key, partition in materialization_plan(defs, instance, only):
         label = key.to_user_string() + (f"[{partition}]" if partition else "")
         op_config = {key.path[-1]: run_config[key.path[-1]]} if key.path[-1] in run_config else {}
         t0 = time.monotonic()
-        result = dg.materialize(
-            ASSETS,
-            selection=[key],
-            partition_key=partition,
-            instance=instance,
-            resources=RESOURCES,
-            tags={DEMO_TAG: "true", **worker_tags()},
-            run_config={"ops": op_config, "loggers": {"console": {"config": {"log_level": "INFO"}}}},
-            raise_on_error=False,
-        )
+        result = launch(instance, key, partition, op_config)
         status = "ok" if result.success else "FAILED"
-        print(f"[demo] {label:<40} {status} in {time.monotonic() - t0:5.1f}s  run {result.run_id}", flush=True)
+        elapsed = time.monotonic() - t0
+        print(f"[demo] {label:<40} {status} in {elapsed:5.1f}s  {result.job_def.name} run {result.run_id}", flush=True)
         if not result.success:
             for event in result.get_step_failure_events():
                 print(event.step_failure_data.error.to_string() if event.step_failure_data.error else event.message)

@@ -20,8 +20,12 @@ import dagster as dg
 import pytest
 from dagster._core.test_utils import create_run_for_test
 
+from mathdata_pipeline import demo
 from mathdata_pipeline.automation import (
+    FAMILIES,
+    SPEC_TAG,
     WORKER_TAG,
+    family_job_name,
     release_killed_runs_sensor,
     seed_files_sensor,
     start_tags,
@@ -71,14 +75,65 @@ def test_weekly_mixture_schedule_requests_every_spec_once_per_week():
     requests = list(weekly_mixtures(context))
     assert [r.partition_key for r in requests] == mixture_names() and "openmathmix" in mixture_names()
     assert all(r.run_key.endswith(":2026-11-23") for r in requests)
-    assert all(r.tags["mathdata/mixture_spec"] == r.partition_key for r in requests)
+    assert [r.tags[SPEC_TAG] for r in requests] == mixture_names()
 
 
 def test_mixture_runs_are_tagged_with_their_spec_when_they_start():
     run = dg.DagsterRun(job_name="mixture_job", tags={"dagster/partition": "openmathmix"})
-    assert start_tags(run)["mathdata/mixture_spec"] == "openmathmix" and "mathdata/worker" in start_tags(run)
+    assert start_tags(run)["mathdata/spec"] == "openmathmix" and "mathdata/worker" in start_tags(run)
     other = dg.DagsterRun(job_name="scores_job", tags={"dagster/partition": "openmathmix"})
-    assert "mathdata/mixture_spec" not in start_tags(other)
+    assert "mathdata/spec" not in start_tags(other)
+
+
+def test_every_asset_is_launched_by_exactly_one_stage_family_job():
+    names = [spec.key.to_user_string() for spec in defs.resolve_all_asset_specs()]
+    members = Counter(name for assets, _ in FAMILIES.values() for name in assets)
+    assert sorted(members) == sorted(names) and set(members.values()) == {1}
+    for name in names:
+        job = defs.resolve_job_def(family_job_name(name))
+        assert dg.AssetKey(name) in job.asset_layer.executable_asset_keys
+    assert family_job_name("mixture") == "mixture_job" and family_job_name("seed_problems") == "sources_job"
+    for kept in ("seed_source_job", "scores_job", "mixture_job", "evaluation_job", "comparison_job"):
+        assert defs.resolve_job_def(kept).name == kept
+
+
+@pytest.mark.slow
+def test_named_demo_runs_and_the_readme_cli_path_on_a_fresh_instance(tmp_path, data_root, monkeypatch):
+    """The demo's runs belong to stage-family jobs and carry their partition; on a fresh
+    DAGSTER_HOME, `dagster asset materialize --select seed_problems --partition gsm8k` works
+    (the configured sources are partitions as soon as the code location loads), and the check
+    result carries its partition and names the source."""
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("MATHDATA_STORAGE", str(tmp_path / "storage"))
+    with dg.DagsterInstance.get() as instance:
+        assert not instance.get_dynamic_partitions("seed_sources")
+        for name in ("eval_benchmarks", "contamination_index"):
+            result = demo.launch(instance, dg.AssetKey(name), None, {})
+            run = instance.get_run_by_id(result.run_id)
+            assert result.success and run.job_name == "sources_job" and run.tags[demo.DEMO_TAG] == "true"
+    command = [
+        str(Path(sys.executable).parent / "dagster"),
+        "asset",
+        "materialize",
+        "-m",
+        "mathdata_pipeline.definitions",
+    ]
+    done = subprocess.run(
+        [*command, "--select", "seed_problems", "--partition", "gsm8k"], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    with dg.DagsterInstance.get() as instance:
+        assert {"gsm8k", "math"} <= set(instance.get_dynamic_partitions("seed_sources"))
+        check = dg.AssetCheckKey(dg.AssetKey("seed_problems"), "no_benchmark_overlap")
+        (record,) = instance.event_log_storage.get_asset_check_execution_history(check, limit=1)
+        evaluation = record.event.asset_check_evaluation
+        assert record.partition == "gsm8k" and evaluation.description.startswith("seed_problems[gsm8k]: ")
+        again = demo.launch(instance, dg.AssetKey("seed_problems"), "gsm8k", {})
+        run = instance.get_run_by_id(again.run_id)
+        assert again.success and run.tags["mathdata/source"] == "gsm8k" and run.tags["dagster/partition"] == "gsm8k"
 
 
 def test_dropped_seed_file_mapping_is_detected_and_bad_files_are_named(drop):
@@ -97,6 +152,7 @@ def test_sensor_registers_sources_and_requests_a_run_per_new_file(drop, tmp_path
         assert sorted(added.partition_keys) == ["gsm8k", "math", "olympiad_extra"]
         (run,) = result.run_requests
         assert run.partition_key == "olympiad_extra" and run.tags["mathdata/trigger"] == "seed_file"
+        assert run.tags["mathdata/source"] == "olympiad_extra"
         instance.add_dynamic_partitions("seed_sources", list(added.partition_keys))
         again = seed_files_sensor(
             dg.build_sensor_context(instance=instance, resources={"sources": sources}, cursor=result.cursor)

@@ -86,10 +86,16 @@ def server(tmp_path_factory, data_root):
 def test_server_info_and_asset_graph(server):
     base, info = server
     assert info["dagster_version"]
-    data = _graphql(base, "{ assetNodes { assetKey { path } dependencyKeys { path } isPartitioned } }")
+    data = _graphql(
+        base, "{ assetNodes { assetKey { path } dependencyKeys { path } isPartitioned partitionKeys jobNames } }"
+    )
     nodes = {"/".join(n["assetKey"]["path"]): n for n in data["assetNodes"]}
     assert {"seed_problems", "eval_benchmarks", "general_pool", "contamination_index"} <= set(nodes)
     assert nodes["seed_problems"]["isPartitioned"]
+    # a fresh instance: the configured sources are partitions the UI offers, and named jobs run them
+    assert {"gsm8k", "math"} <= set(nodes["seed_problems"]["partitionKeys"])
+    assert {"sources_job", "seed_source_job"} <= set(nodes["seed_problems"]["jobNames"])
+    assert "mixture_job" in nodes["mixture"]["jobNames"]
     assert [d["path"] for d in nodes["contamination_index"]["dependencyKeys"]] == [["eval_benchmarks"]]
 
 

@@ -7,14 +7,18 @@ from typing import Any
 import dagster as dg
 import pyarrow as pa
 
+from mathdata_pipeline.common.columns import column_description
 from mathdata_pipeline.common.table_stats import markdown_column_stats, markdown_preview
 from mathdata_pipeline.engines.runner import GenerationStats
 
 
 def table_metadata(table: pa.Table, path: Any) -> dict[str, Any]:
     """Dagster metadata for a written table: `dagster/row_count`, `dagster/column_schema`, the
-    path, a markdown preview of a few rows and per-column statistics."""
-    schema = dg.TableSchema(columns=[dg.TableColumn(f.name, str(f.type)) for f in table.schema])
+    path, a markdown preview of a few rows and per-column statistics. Each column of the schema
+    carries its description from `common.columns.COLUMN_DESCRIPTIONS`."""
+    schema = dg.TableSchema(
+        columns=[dg.TableColumn(f.name, str(f.type), description=column_description(f.name)) for f in table.schema]
+    )
     return {
         "dagster/row_count": dg.MetadataValue.int(table.num_rows),
         "dagster/column_schema": schema,

@@ -23,7 +23,7 @@ from mathdata_pipeline.storage.resources import TableStore
         "contamination_index",
         dg.AssetDep("synthesized_questions", partition_mapping=dg.AllPartitionMapping()),
     ],
-    check_specs=[contamination_check_spec("question_pool", blocking=True)],
+    check_specs=[contamination_check_spec("question_pool", blocking=True, partitions_def=seed_sources)],
 )
 def question_pool(context: dg.AssetExecutionContext, store: TableStore) -> dg.MaterializeResult:
     """Seeds plus augmented and synthesized questions of one source: deduplicated, with

@@ -11,7 +11,7 @@ import dagster as dg
 import pyarrow as pa
 from pydantic import Field
 
-from mathdata_pipeline.automation import mixture_job
+from mathdata_pipeline.automation import FAMILY_JOBS, mixture_job
 from mathdata_pipeline.common.metadata import table_metadata
 from mathdata_pipeline.common.partitions import mixture_specs
 from mathdata_pipeline.common.paths import config_dir
@@ -258,15 +258,8 @@ def mixture_comparison(
     return dg.MaterializeResult(metadata={**table_metadata(table, path), **comparison_metadata(results, skipped)})
 
 
-evaluation_job = dg.define_asset_job(
-    "evaluation_job",
-    selection=["sft_model", "benchmark_scores"],
-    partitions_def=mixture_specs,
-    description="Fine-tune on one spec's mixture and score the model on the benchmarks.",
-)
-comparison_job = dg.define_asset_job(
-    "comparison_job", selection=["mixture_comparison"], description="Compare the scored specs pair by pair."
-)
+evaluation_job = FAMILY_JOBS["evaluation_job"]
+comparison_job = FAMILY_JOBS["comparison_job"]
 
 
 def compared_specs(path: Path | None = None) -> list[str]:
@@ -312,5 +305,4 @@ def compare_weekly_evaluations(context: dg.RunStatusSensorContext):
     return dg.RunRequest(run_key=f"comparison:{run.run_id}", tags={"mathdata/trigger": "weekly"})
 
 
-JOBS = [evaluation_job, comparison_job]
 SENSORS = [evaluate_weekly_mixtures, compare_weekly_evaluations]

@@ -1,11 +1,15 @@
 """The blocking checks of a mixture: no benchmark overlap, no duplicate rows, shares within
 tolerance, schema, licenses allowed."""
 
+from collections import Counter
+
 import dagster as dg
 import pyarrow as pa
 
+from mathdata_pipeline.common.metadata import markdown_table
+from mathdata_pipeline.common.partitions import mixture_specs
 from mathdata_pipeline.decontamination.checks import CHECK_NAME as CONTAMINATION_CHECK
-from mathdata_pipeline.decontamination.checks import contamination_check
+from mathdata_pipeline.decontamination.checks import contamination_check, partitioned_check_spec
 from mathdata_pipeline.mixtures import compose as mix
 from mathdata_pipeline.mixtures import licenses as lic
 from mathdata_pipeline.mixtures.spec import MixtureSpec
@@ -21,7 +25,7 @@ MIXTURE_CHECKS = {
 }
 
 MIXTURE_CHECK_SPECS = [
-    dg.AssetCheckSpec(name, asset="mixture", blocking=True, description=description)
+    partitioned_check_spec(name, asset="mixture", partitions_def=mixture_specs, blocking=True, description=description)
     for name, description in MIXTURE_CHECKS.items()
 ]
 
@@ -39,6 +43,12 @@ def mixture_checks(
             store, questions, asset_key="mixture", partition=name, id_column="row_id", text_column="question"
         )
     ]
+    figures = {
+        "no_duplicate_rows": {"rows": table.num_rows},
+        "ratios_within_tolerance": ratio_figures(table, report, spec),
+        "schema": {"rows": table.num_rows, "columns": table.num_columns},
+        "licenses_allowed": license_figures(report["licenses"], spec.licenses.allow),
+    }
     for check, problems in (
         ("no_duplicate_rows", mix.duplicate_rows(table)),
         ("ratios_within_tolerance", mix.ratio_problems(report, spec)),
@@ -50,11 +60,41 @@ def mixture_checks(
                 check_name=check,
                 asset_key="mixture",
                 passed=not problems,
-                description="; ".join(problems[:10]) or "ok",
-                metadata={"problems": len(problems)},
+                description=f"{name}: " + ("; ".join(problems[:10]) or "ok"),
+                metadata={"spec": name, **figures[check], "problems": len(problems)},
             )
         )
     return results
+
+
+def ratio_figures(table: pa.Table, report: dict, spec: MixtureSpec) -> dict:
+    """What `ratios_within_tolerance` judged: rows, realised and target share per kind (rounded to
+    4 places for display), the spec's tolerance and the slack allowed (tolerance plus one row),
+    and a markdown table of the same."""
+    rows = Counter(table.column("kind").to_pylist())
+    slack = spec.tolerance + (1.0 / report["rows"] if report["rows"] else 0.0)
+    by_kind = {
+        kind: {"rows": rows.get(kind, 0), "share": round(report["shares"][kind], 4), "target": round(target, 4)}
+        for kind, target in report["target_shares"].items()
+    }
+    flat = {f"{key}_{kind}": value for kind, values in by_kind.items() for key, value in values.items()}
+    return {
+        "rows": report["rows"],
+        **flat,
+        "tolerance": round(spec.tolerance, 4),
+        "allowed_deviation": round(slack, 4),
+        "shares": dg.MetadataValue.md(markdown_table(by_kind, "kind")),
+    }
+
+
+def license_figures(usage: list[dict], allow: list[str] | None) -> dict:
+    """What `licenses_allowed` judged: the licenses the spec accepts and the rows per (kind,
+    source, license) as a markdown table."""
+    table = {f"{u['kind']}/{u['source']}/{u['license'] or 'unknown'}": {"rows": u["rows"]} for u in usage}
+    return {
+        "allowed_licenses": ", ".join(allow) if allow else "any known license",
+        "licenses": dg.MetadataValue.md(markdown_table(table, "kind/source/license") if table else "no rows"),
+    }
 
 
 def mixture_licenses(store: TableStore, table: pa.Table, general: pa.Table) -> list[dict]:

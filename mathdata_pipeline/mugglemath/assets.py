@@ -94,7 +94,7 @@ def _generate_rounds(
     kinds={"parquet"},
     pool="gpu",
     deps=["seed_problems", "contamination_index"],
-    check_specs=[contamination_check_spec("augmented_questions", blocking=True)],
+    check_specs=[contamination_check_spec("augmented_questions", blocking=True, partitions_def=seed_sources)],
 )
 def augmented_questions(
     context: dg.AssetExecutionContext, config: AugmentConfig, llm: LLMResource, store: TableStore

@@ -453,7 +453,7 @@ def difficulty_scorer(
     kinds={"parquet"},
     pool="gpu",
     deps=["question_generator", "difficulty_scorer", "contamination_index"],
-    check_specs=[contamination_check_spec("synthesized_questions", blocking=True)],
+    check_specs=[contamination_check_spec("synthesized_questions", blocking=True, partitions_def=synthesis_shards)],
 )
 def synthesized_questions(
     context: dg.AssetExecutionContext, config: SynthesisConfig, llm: LLMResource, store: TableStore

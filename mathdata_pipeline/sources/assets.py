@@ -27,7 +27,7 @@ class SeedConfig(dg.Config):
     group_name="seeds",
     kinds={"parquet"},
     deps=["contamination_index"],
-    check_specs=[contamination_check_spec("seed_problems", blocking=False)],
+    check_specs=[contamination_check_spec("seed_problems", blocking=False, partitions_def=seed_sources)],
 )
 def seed_problems(
     context: dg.AssetExecutionContext, config: SeedConfig, store: TableStore, sources: DataSources

@@ -116,6 +116,12 @@ def test_selection_and_mixture_follow_the_spec(built):
         "licenses_allowed",
     }
     assert all(c.passed for c in checks.values())
+    assert {c.partition for c in checks.values()} == {"openmathmix"}
+    ratios = checks["ratios_within_tolerance"].metadata
+    assert ratios["rows_general"].value == general and ratios["rows"].value == mixture.num_rows
+    assert ratios["share_general"].value == round(general / mixture.num_rows, 4)
+    assert ratios["target_general"].value == 0.25 and ratios["tolerance"].value == 0.02
+    assert "| general | " in ratios["shares"].value
     meta = _materialization(built.results["select"], "mixture")
     manifest = meta["manifest"].value
     assert manifest["rows"] == mixture.num_rows and manifest["config_hash"] == meta["config_hash"].value

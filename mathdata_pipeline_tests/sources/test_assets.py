@@ -86,7 +86,9 @@ def test_eval_benchmarks_has_all_eight(pipeline):
 def test_seed_overlap_is_reported_with_an_audit_table(pipeline):
     (check,) = pipeline.results["math"].get_asset_check_evaluations()
     assert check.check_name == "no_benchmark_overlap" and check.severity == dg.AssetCheckSeverity.WARN
+    assert check.partition == "math" and check.description.startswith("seed_problems[math]: ")
     contaminated = check.metadata["contaminated_rows"].value
+    assert check.metadata["audit_path"].value.endswith("contamination_audit/seed_problems/math.parquet")
     audit = pipeline.store.read("contamination_audit/seed_problems", "math")
     assert len(set(audit.column("row_id").to_pylist())) == contaminated
     assert check.passed == (contaminated == 0)
