@@ -71,8 +71,8 @@ def render_alpaca(messages: Sequence[dict], eos_token: str) -> tuple[str, list[t
         role, content = message["role"], message["content"]
         if role == "system":
             system += content.strip() + "\n\n"
-        elif role == "user":
-            text += ("\n\n" if text else "") + template.prompt(system + content)
+        elif role == "user":  # DART-Math trains on "### Response:\n" + response; its sampling prompt ends at ":"
+            text += ("\n\n" if text else "") + template.prompt(system + content) + "\n"
             system = ""
         elif role == "assistant":
             start = len(text)

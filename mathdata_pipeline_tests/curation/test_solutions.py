@@ -4,10 +4,11 @@ kept MuggleMath and ScaleQuest responses, their provenance, and the rows that mu
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from mathdata_pipeline.common.samples import SAMPLE_SCHEMA
-from mathdata_pipeline.curation.solutions import SOLUTION_SCHEMA, solution_rows
+from mathdata_pipeline.curation.solutions import SOLUTION_SCHEMA, kept_dart_samples, solution_rows
 from mathdata_pipeline.sources.config import load_sources_config
 from mathdata_pipeline.sources.problems import PROBLEM_SCHEMA, build_problems
 from mathdata_pipeline.sources.readers import read_records
@@ -48,7 +49,7 @@ def _samples(rows: list[dict], **extra) -> pa.Table:
     return table
 
 
-def test_every_kind_of_solution_with_its_provenance(pool):
+def test_every_kind_of_solution_with_its_provenance(pool, tmp_path):
     seeds = pool.filter(pa.compute.field("origin") == "seed").column("problem_id").to_pylist()
     dart = _samples(
         [
@@ -69,7 +70,10 @@ def test_every_kind_of_solution_with_its_provenance(pool):
         kept=[False, True],
     )
     synthesized = _samples([{"problem_id": "sq-1", "sample_index": 3, "correct": True}], kept=[True])
-    table, counts = solution_rows(pool, dart, augmented, synthesized)
+    pq.write_table(dart, tmp_path / "rejection_samples.parquet")  # solutions reads the kept rows off the file
+    table, counts = solution_rows(
+        pool, kept_dart_samples(tmp_path / "rejection_samples.parquet"), augmented, synthesized
+    )
     assert table.schema == SOLUTION_SCHEMA
     assert counts == {"seed_solutions": 2, "dart_solutions": 3, "mugglemath_solutions": 1, "scalequest_solutions": 1}
     rows = {r["sample_id"]: r for r in table.to_pylist()}
