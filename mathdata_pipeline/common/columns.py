@@ -54,7 +54,7 @@ COLUMN_DESCRIPTIONS = {
     "selected": "whether the selection kept the candidate",
     "selection_rank": "order (0-based) in which the selection picked the candidate; -1 when not selected",
     "min_distance": "embedding distance to the nearest earlier pick when the candidate was picked; "
-    "inf for the first pick (no neighbour yet), empty when not selected",
+    "∞ (inf) for the first pick, which has no earlier pick to be near; empty when not selected",
     "influence_score": "influence of the candidate on the reference responses (lower = pruned first)",
     "decision": "why the candidate was selected or not, in words",
     "row_id": "stable id of the mixture row",

@@ -8,7 +8,7 @@ import dagster as dg
 import pyarrow as pa
 
 from mathdata_pipeline.common.columns import column_description
-from mathdata_pipeline.common.table_stats import markdown_column_stats, markdown_preview
+from mathdata_pipeline.common.table_stats import display_number, markdown_column_stats, markdown_preview
 from mathdata_pipeline.engines.runner import GenerationStats
 
 
@@ -48,7 +48,7 @@ def generation_metadata(stats: GenerationStats) -> dict[str, Any]:
 
 def markdown_table(rows: dict[str, dict[str, Any]], key_label: str) -> str:
     """A {row label: {column: value}} breakdown (per difficulty bin, per level, …) as a markdown
-    table; floats are rounded to 4 places for display, None shows as an empty cell."""
+    table; numbers are shown by `table_stats.display_number`, None shows as an empty cell."""
     columns = list(dict.fromkeys(column for values in rows.values() for column in values))
     lines = [f"| {key_label} | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for label, values in rows.items():
@@ -58,8 +58,4 @@ def markdown_table(rows: dict[str, dict[str, Any]], key_label: str) -> str:
 
 
 def _display(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"
-    return str(value)
+    return "" if value is None else display_number(value)

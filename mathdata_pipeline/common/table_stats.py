@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import math
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
 
+def display_number(value: float | int) -> str:
+    """A number as people read it: floats to 4 significant digits (a float32 0.7 shows as 0.7, not
+    0.699999988079071), whole numbers in full, infinity as ∞ and NaN as "NaN". Full precision stays
+    in the tables; this is for metadata only."""
+    if isinstance(value, bool) or not isinstance(value, float):
+        return str(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "∞" if value > 0 else "-∞"
+    return f"{value:.4g}" if abs(value) < 1e6 else f"{value:.0f}"
+
+
 def _cell(value: object, width: int) -> str:
-    text = str(value).replace("\n", " ").replace("|", "\\|")
+    text = display_number(value) if isinstance(value, float) else str(value)
+    text = text.replace("\n", " ").replace("|", "\\|")
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -54,5 +70,7 @@ def markdown_column_stats(table: pa.Table) -> str:
     lines = ["| column | type | " + " | ".join(used) + " |", "|---|---|" + "---|" * len(used)]
     for field in table.schema:
         s = stats[field.name]
-        lines.append(f"| {field.name} | {field.type} | " + " | ".join(str(s.get(k, "")) for k in used) + " |")
+        lines.append(
+            f"| {field.name} | {field.type} | " + " | ".join(display_number(s.get(k, "")) for k in used) + " |"
+        )
     return "\n".join(lines)

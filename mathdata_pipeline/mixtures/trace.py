@@ -7,6 +7,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from upath import UPath
 
+from mathdata_pipeline.common.table_stats import display_number
 from mathdata_pipeline.storage.layout import table_path
 
 
@@ -104,7 +105,8 @@ def format_history(history: dict, width: int = 100) -> str:
         lines.append(f"== {_TITLES[part]}")
         for field in fields:
             if field in record and record[field] is not None:
-                value = str(record[field]).replace("\n", " ")
+                raw = record[field]
+                value = (display_number(raw) if isinstance(raw, float) else str(raw)).replace("\n", " ")
                 lines.append(f"  {field:<18} {value[:width] + ('…' if len(value) > width else '')}")
     messages = history["row"].get("messages") or []
     lines.append("== messages")
