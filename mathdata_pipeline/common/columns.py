@@ -72,6 +72,14 @@ COLUMN_DESCRIPTIONS = {
     "matched_ngrams": "distinct n-grams of the benchmark item found in the checked row",
     "benchmark_ngrams": "distinct n-grams of the benchmark item (matched / benchmark = coverage)",
     "span": "the checked row's words from the first to the last matched n-gram (cut to 300 characters)",
+    "attempt": "0 the first time; a rerun retries an empty or failed completion with a derived seed",
+    "prompt": "the prompt exactly as the scoring model saw it (template applied)",
+    "scoring_model": "the model whose weights scored the row (the engine profile's checkpoint)",
+    "pool_row_id": "the candidate_pool row the mixture row comes from (open datasets); empty otherwise",
+    "evaluation_split": "true for a row of an evaluation split (never a candidate unless the spec lists it)",
+    "q_measured": "the measured QaDS win rate (empty where not labelled)",
+    "q_predicted": "the quality scorer's prediction (empty without a scorer)",
+    "grade_reason": "the grader's verdict: exact, numeric, structural, symbolic, mismatch, no_answer, truncated, …",
 }
 
 

@@ -9,6 +9,7 @@ from mathdata_pipeline.common.columns import COLUMN_DESCRIPTIONS
 from mathdata_pipeline.common.metadata import table_metadata
 from mathdata_pipeline.common.samples import SAMPLE_SCHEMA
 from mathdata_pipeline.curation.solutions import SOLUTION_SCHEMA
+from mathdata_pipeline.dart.sampling import DART_SAMPLE_SCHEMA
 from mathdata_pipeline.decontamination.index import AUDIT_SCHEMA, INDEX_SCHEMA
 from mathdata_pipeline.influence.examples import VALIDATION_SCHEMA
 from mathdata_pipeline.mixtures.compose import MIXTURE_SCHEMA
@@ -20,6 +21,7 @@ from mathdata_pipeline.sources.general import GENERAL_SCHEMA
 
 SCHEMAS = [
     SAMPLE_SCHEMA,
+    DART_SAMPLE_SCHEMA,
     SOLUTION_SCHEMA,
     AUDIT_SCHEMA,
     INDEX_SCHEMA,
