@@ -4,12 +4,15 @@ allows that source explicitly (then it passes with the count in its metadata).""
 import dagster as dg
 import pyarrow as pa
 
+from mathdata_pipeline.common.partitions import mixture_specs
+from mathdata_pipeline.decontamination.checks import partitioned_check_spec
 from mathdata_pipeline.mixtures.spec import MixtureSpec
 
 EVALUATION_CHECK = "no_evaluation_split"
-EVALUATION_CHECK_SPEC = dg.AssetCheckSpec(
+EVALUATION_CHECK_SPEC = partitioned_check_spec(
     EVALUATION_CHECK,
     asset="selections",
+    partitions_def=mixture_specs,
     blocking=True,
     description="No selected row comes from a source marked as an evaluation split, unless the spec "
     "lists that source under evaluation_sources.",
