@@ -99,7 +99,7 @@ def test_a_mixing_license_spec_fails_its_check_and_is_neither_exported_nor_publi
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
     assert not checks["licenses_allowed"].passed
     assert checks["licenses_allowed"].description == (
-        "source gsm8k (reasoning): 9 rows licensed mit, not in licenses.allow ['apache-2.0']"
+        "openmathmix: source gsm8k (reasoning): 9 rows licensed mit, not in licenses.allow ['apache-2.0']"
     )
     assert all(c.passed for name, c in checks.items() if name != "licenses_allowed")
     assert store.read("mixture_rejected", SPEC).num_rows == 12 and not store.exists("mixture", SPEC)
@@ -117,4 +117,4 @@ def test_the_manifest_counts_rows_per_source_and_license(small_mixture):
         {"kind": "general", "source": "self_instruct_seed", "license": "apache-2.0", "rows": 3},
         {"kind": "reasoning", "source": "gsm8k", "license": "mit", "rows": 9},
     ]
-    assert manifest["checks"]["licenses_allowed"] == {"passed": True, "description": "ok"}
+    assert manifest["checks"]["licenses_allowed"] == {"passed": True, "description": "openmathmix: ok"}
