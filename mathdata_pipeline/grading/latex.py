@@ -100,6 +100,15 @@ _OPEN_COMMANDS = ("\\{", "\\langle", "\\lbrace", "\\lbrack", "\\begin")
 _CLOSE_COMMANDS = ("\\}", "\\rangle", "\\rbrace", "\\rbrack", "\\end")
 
 
+def _depth_step(text: str, index: int) -> tuple[int, int]:
+    """(depth change, length) of the token at `text[index]`: a backslash command, an opening or a
+    closing bracket, or any other character (no change)."""
+    char = text[index]
+    if char == "\\":
+        return _command_at(text, index)
+    return (1 if char in "([{" else -1 if char in ")]}" else 0), 1
+
+
 def _command_at(text: str, index: int) -> tuple[int, int]:
     """(depth change, length) of the backslash command starting at `text[index]`."""
     for name in _OPEN_COMMANDS:
@@ -132,15 +141,8 @@ def top_level_matches(text: str, pattern: re.Pattern[str]) -> list[re.Match[str]
                 matches.append(match)
                 index = match.end()
                 continue
-        char = text[index]
-        step = 1
-        if char == "\\":
-            change, step = _command_at(text, index)
-            depth += change
-        elif char in "([{":
-            depth += 1
-        elif char in ")]}":
-            depth -= 1
+        change, step = _depth_step(text, index)
+        depth += change
         if depth < 0:
             return None
         index += step
@@ -181,15 +183,8 @@ def outer_brackets(text: str) -> tuple[str, str, str] | None:
     index = 0
     last = len(text) - len(closer)
     while index < len(text):
-        char = text[index]
-        step = 1
-        if char == "\\":
-            change, step = _command_at(text, index)
-            depth += change
-        elif char in "([{":
-            depth += 1
-        elif char in ")]}":
-            depth -= 1
+        change, step = _depth_step(text, index)
+        depth += change
         if depth <= 0:
             break
         index += step
