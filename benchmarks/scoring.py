@@ -1,6 +1,6 @@
 """QaDS quality scoring: many (prompt, completion) pairs per engine call vs one pair per call.
 
-    .venv/bin/python benchmarks/scoring.py [--quick] [--profile local-smollm2] [--candidates 12] [--anchors 8]
+    .venv/bin/python benchmarks/scoring.py [--quick] [--profile local-smollm2] [--candidates 6] [--anchors 16]
 
 Pairs are the ones QaDS scores (`qads.quality`): for M anchors, the anchor's answer after the
 zero-shot prompt, and for N candidates x M anchors, the anchor's answer after the candidate as a
@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mathdata_pipeline.engines.base import TokenScore  # noqa: E402
 from mathdata_pipeline.engines.factory import build_engine, load_profile  # noqa: E402
-from mathdata_pipeline.qads.quality import one_shot_prompt, zero_shot_prompt  # noqa: E402
+from mathdata_pipeline.qads.quality import chat_renderer, one_shot_messages, zero_shot_messages  # noqa: E402
 from mathdata_pipeline.sources.config import data_dir  # noqa: E402
 
 
@@ -45,6 +45,24 @@ def gsm8k_examples(count: int) -> list[tuple[str, str]]:
     return examples
 
 
+def evaluated_tokens(tokenize, pairs: list[tuple[str, str]], *, reuse_prefix: bool) -> int:
+    """Tokens llama.cpp must evaluate to score `pairs`: every token but the last of each pair from
+    an empty cache, or (`reuse_prefix`, pairs in the sorted order `score_many` uses) only those
+    after the prefix shared with the previous pair, re-evaluating from the last prompt token on."""
+    total, previous = 0, []
+    for prompt, completion in sorted(pairs) if reuse_prefix else pairs:
+        prompt_ids = tokenize(prompt)
+        ids = prompt_ids + tokenize(completion)
+        keep = 0
+        if reuse_prefix:
+            limit = min(len(previous), len(prompt_ids) - 1)
+            while keep < limit and previous[keep] == ids[keep]:
+                keep += 1
+        total += len(ids) - 1 - keep
+        previous = ids
+    return total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CI-sized run")
@@ -53,14 +71,14 @@ def main() -> None:
     parser.add_argument("--anchors", type=int, default=None)
     parser.add_argument("--chunk", type=int, default=2, help="candidates per alternation")
     args = parser.parse_args()
-    n = args.candidates or (4 if args.quick else 12)
-    m = args.anchors or (4 if args.quick else 8)
+    n = args.candidates or (4 if args.quick else 6)
+    m = args.anchors or (4 if args.quick else 16)
     examples = gsm8k_examples(n + m)
     candidates, anchors = examples[:n], examples[n:]
-    zero = [(zero_shot_prompt(q), a) for q, a in anchors]
-    groups = [[(one_shot_prompt(*candidate, q), a) for q, a in anchors] for candidate in candidates]
-
     engine = build_engine(load_profile(args.profile))
+    render = chat_renderer(engine)  # the pipeline's default scoring template (qads `template: chat`)
+    zero = [(render(zero_shot_messages(q)), a) for q, a in anchors]
+    groups = [[(render(one_shot_messages(*candidate, q)), a) for q, a in anchors] for candidate in candidates]
     engine.score(*zero[0])  # warm-up, outside both timings
     single: list[TokenScore] = []
     batched: list[TokenScore] = []
@@ -72,14 +90,18 @@ def main() -> None:
         t1 = time.perf_counter()
         batched += engine.score_many(chunk)
         single_s, batched_s = single_s + t1 - t0, batched_s + time.perf_counter() - t1
-    engine.close()
-
     pairs = len(single)
     assert all(isinstance(s, TokenScore) for s in batched), "a benchmark pair did not fit the context"
     diff = max(abs(a.logprob - b.logprob) for a, b in zip(single, batched))
     same_tokens = all(a.tokens == b.tokens for a, b in zip(single, batched))
     tokens = sum(s.tokens for s in single)
     ratio = single_s / batched_s
+    all_pairs = sum(chunks, [])
+    bound = None
+    if hasattr(engine, "tokenize"):  # llama.cpp: the work each path must do, in evaluated tokens
+        single_tokens = evaluated_tokens(engine.tokenize, all_pairs, reuse_prefix=False)
+        batched_tokens = sum(evaluated_tokens(engine.tokenize, chunk, reuse_prefix=True) for chunk in chunks)
+        bound = single_tokens / batched_tokens
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs; profile {args.profile}; {pairs} pairs "
         f"({m} zero-shot + {n} candidates x {m} anchors), {tokens} scored tokens"
@@ -87,6 +109,12 @@ def main() -> None:
     print(f"one pair per call: {single_s:7.2f} s = {pairs / single_s:6.2f} pairs/s")
     print(f"batched          : {batched_s:7.2f} s = {pairs / batched_s:6.2f} pairs/s")
     print(f"ratio            : {ratio:.2f} (goal >= 5); max |logprob difference| {diff:.2e}; same tokens {same_tokens}")
+    if bound is not None:
+        print(
+            f"evaluated tokens : {single_tokens} one pair per call vs {batched_tokens} batched: no exact method that "
+            f"evaluates each anchor after its own demonstration can beat {bound:.2f}x on a compute-bound CPU"
+        )
+    engine.close()
     print(
         json.dumps(
             {
@@ -99,6 +127,7 @@ def main() -> None:
                 "ratio": round(ratio, 2),
                 "max_abs_logprob_diff": diff,
                 "same_token_counts": same_tokens,
+                "evaluated_token_ratio": round(bound, 2) if bound is not None else None,
             }
         )
     )
