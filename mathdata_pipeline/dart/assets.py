@@ -59,10 +59,11 @@ class SolverConfig(dg.Config):
 
 
 class ServedStrategy(Enum):
-    """A strategy one sampling run can serve beside others (`dars.SERVABLE`)."""
+    """A strategy one sampling run can serve beside others (`dars.SERVABLE`; an Enum so the Dagster
+    launchpad offers exactly these; names equal values)."""
 
-    UNIFORM = "uniform"
-    PROP2DIFF = "prop2diff"
+    uniform = "uniform"
+    prop2diff = "prop2diff"
 
 
 class RejectionConfig(dg.Config):
@@ -143,7 +144,7 @@ class RejectionConfig(dg.Config):
             band=(self.band_low, self.band_high) if self.strategy == "band" else None,
             strict_stop=self.strict_stop,
             prop2diff_formula=self.prop2diff_formula,
-            serve=tuple(served.value for served in self.serve_strategies if served.value != self.strategy),
+            serve=tuple(ServedStrategy(served).value for served in self.serve_strategies),
             fail_scale=fail_scale,
         )
         if not self.target_size:

@@ -241,7 +241,12 @@ def quality_scores(
     partitions_def=mixture_specs,
     group_name="selection",
     kinds={"parquet"},
-    deps=["embeddings", "quality_scores", "influence_scores", "solutions"],
+    deps=[
+        "embeddings",
+        "quality_scores",
+        "influence_scores",
+        dg.AssetDep("solutions", partition_mapping=dg.AllPartitionMapping()),
+    ],
     check_specs=[EVALUATION_CHECK_SPEC],
 )
 def selections(context: dg.AssetExecutionContext, store: TableStore, selector: KCenterSelector) -> dg.MaterializeResult:

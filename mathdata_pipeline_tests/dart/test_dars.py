@@ -246,7 +246,7 @@ def test_run_serving_two_strategies_stops_at_the_max_target_and_reports_each():
 
 def test_one_target_size_gives_every_served_strategy_its_own_k_for_the_same_size():
     fail = np.array([0.0, 0.1, 0.3, 0.6, 0.9, 1.0])
-    config = RejectionConfig(strategy="prop2diff", serve_strategies=[ServedStrategy.UNIFORM], target_size=40)
+    config = RejectionConfig(strategy="prop2diff", serve_strategies=[ServedStrategy.uniform], target_size=40)
     dars_config = config.dars_config(fail)
     assert dars_config.served == ("prop2diff", "uniform")
     for name, wanted in strategy_targets(fail, dars_config).items():
@@ -255,7 +255,7 @@ def test_one_target_size_gives_every_served_strategy_its_own_k_for_the_same_size
         assert wanted.sum() >= 40 > strategy_targets(fail, smaller)[name].sum(), name  # the smallest k per strategy
     assert dars_config.k_u == 7 and strategy_targets(fail, dars_config)["uniform"].sum() == 42
     with pytest.raises(ValueError, match="serve_strategies needs a primary strategy"):
-        RejectionConfig(strategy="vrt", serve_strategies=[ServedStrategy.UNIFORM])
+        RejectionConfig(strategy="vrt", serve_strategies=[ServedStrategy.uniform])
     assert RejectionConfig(strategy="uniform").dars_config().served == ("uniform",)  # the single key keeps working
 
 
