@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
-from mathdata_pipeline.dart.assets import RejectionConfig, ServedStrategy
+from mathdata_pipeline.dart.assets import RejectionConfig, ServedStrategy, _fail_scale
 from mathdata_pipeline.dart.dars import (
     DarsConfig,
     difficulty_from_samples,
@@ -21,6 +22,7 @@ from mathdata_pipeline.dart.dars import (
     update,
     whole_set_scale,
 )
+from mathdata_pipeline.storage.resources import TableStore
 
 
 def run_to_end(state, outcome):
@@ -270,3 +272,11 @@ def test_prop2diff_whole_set_scale_over_several_difficulty_ledgers():
     with pytest.raises(ValueError, match="exceeds fail_scale"):
         targets(math, replace(alone, fail_scale=0.3))
     assert RejectionConfig(strategy="prop2diff", k_p=8).dars_config(math, scale).fail_scale == 0.8
+
+
+def test_rejection_samples_reads_the_whole_set_scale_from_every_difficulty_ledger(tmp_path):
+    store = TableStore(root=str(tmp_path))
+    store.write(pa.table({"fail_rate": [0.1, 0.2, 0.4]}), "difficulty_ledger", "math")
+    store.write(pa.table({"fail_rate": pa.array([0.0, 0.8, None], pa.float64())}), "difficulty_ledger", "gsm8k")
+    assert _fail_scale(RejectionConfig(strategy="prop2diff"), store) is None  # default: this partition's own
+    assert _fail_scale(RejectionConfig(strategy="prop2diff", prop2diff_scale="all_partitions"), store) == 0.8
