@@ -80,6 +80,16 @@ COLUMN_DESCRIPTIONS = {
     "q_measured": "the measured QaDS win rate (empty where not labelled)",
     "q_predicted": "the quality scorer's prediction (empty without a scorer)",
     "grade_reason": "the grader's verdict: exact, numeric, structural, symbolic, mismatch, no_answer, truncated, …",
+    # DART strategies served by one sampling run
+    "target": "correct samples the run's primary DART strategy keeps for this question (0: every correct one, VRT)",
+    "target_uniform": "correct samples DART's Uniform strategy keeps for this question (first by sample index)",
+    "target_prop2diff": "correct samples DART's Prop2Diff strategy keeps for this question (first by sample index)",
+    "target_vrt": "0: DART's VRT baseline keeps every correct sample of its fixed trials",
+    "target_band": "correct samples the band strategy keeps for this question (0 outside the band)",
+    "dart_strategies": "the DART strategies whose selection keeps this sample (one row however many); empty for "
+    "other methods",
+    "dart_primary": "whether the primary strategy of the DART run keeps this sample (mixture specs' default); "
+    "empty for other methods",
 }
 
 

@@ -30,6 +30,8 @@ SOLUTION_SCHEMA = pa.schema(
         pa.field("top_p", pa.float32()),
         pa.field("seed", pa.int64()),
         pa.field("grader", pa.string()),
+        pa.field("dart_strategies", pa.list_(pa.string())),
+        pa.field("dart_primary", pa.bool_()),
     ]
 )
 
@@ -52,10 +54,20 @@ KEEP_COLUMNS = ["problem_id", "sample_index", "correct", "target"]
 
 def kept_dart_samples(source) -> pa.Table:
     """The kept samples of a `rejection_samples` file (a path or an open binary file), in
-    SAMPLE_COLUMNS: per problem the first `target` correct samples by sample index. Reads the
-    KEEP_COLUMNS, then only the row groups that hold kept rows, and of those only SAMPLE_COLUMNS."""
+    SAMPLE_COLUMNS plus `dart_strategies` and `dart_primary`: per problem and per served strategy
+    the first `target_<strategy>` correct samples by sample index (the primary's: `target`). A
+    sample kept by several strategies is one row listing them all; `dart_primary` says whether the
+    primary strategy keeps it. A file without target_<strategy> columns (written before runs served
+    several strategies) gives null `dart_strategies` and every kept row primary. Reads the
+    KEEP_COLUMNS and the target columns, then only the row groups that hold kept rows, and of those
+    only SAMPLE_COLUMNS."""
     parquet = pq.ParquetFile(source, read_dictionary=["problem_id"])
-    positions = kept_positions(*parquet.read(columns=KEEP_COLUMNS).columns)
+    strategies = [name for name in parquet.schema_arrow.names if name.startswith("target_")]
+    decide = parquet.read(columns=[*KEEP_COLUMNS, *strategies])
+    keys = [decide.column(name) for name in KEEP_COLUMNS[:-1]]
+    primary = kept_positions(*keys, decide.column("target"))
+    chosen = [kept_positions(*keys, decide.column(name)) for name in strategies]
+    positions = np.unique(np.concatenate([primary, *chosen])).astype(np.int64)
     sizes = [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
     ends = np.cumsum(sizes, dtype=np.int64)
     groups = np.searchsorted(ends, positions, side="right")
@@ -65,8 +77,23 @@ def kept_dart_samples(source) -> pa.Table:
         rows = parquet.read_row_group(group, columns=SAMPLE_COLUMNS)
         parts.append(rows.take(pa.array(positions[groups == group] - start)))
     if not parts:
-        return parquet.schema_arrow.empty_table().select(SAMPLE_COLUMNS)
-    return pa.concat_tables(parts).cast(parts[0].schema.remove_metadata())
+        table = parquet.schema_arrow.empty_table().select(SAMPLE_COLUMNS)
+    else:
+        table = pa.concat_tables(parts).cast(parts[0].schema.remove_metadata())
+    names = [name.removeprefix("target_") for name in strategies]
+    table = table.append_column("dart_strategies", _strategy_lists(positions, names, chosen))
+    return table.append_column("dart_primary", pa.array(np.isin(positions, primary), pa.bool_()))
+
+
+def _strategy_lists(positions: np.ndarray, names: list[str], chosen: list[np.ndarray]) -> pa.Array:
+    """Per kept position, the names of the strategies whose positions hold it (in `names` order);
+    all null when there are no strategy columns."""
+    if not names:
+        return pa.nulls(len(positions), pa.list_(pa.string()))
+    member = np.stack([np.isin(positions, kept) for kept in chosen], axis=1)
+    offsets = np.r_[0, np.cumsum(member.sum(axis=1))].astype(np.int32)
+    values = pa.array(np.asarray(names, dtype=object)[np.nonzero(member)[1]].tolist(), pa.string())
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values)
 
 
 def solution_rows(
@@ -76,10 +103,12 @@ def solution_rows(
 
     Inputs: the question pool; the kept DART samples (`kept_dart_samples`) or None;
     `augmented_responses` (with `kept`) or None; `synthesized_responses` (with `kept`) or None.
-    Output: (SOLUTION_SCHEMA table, counts per kind). Rows: every seed reference solution (model
-    "reference"), the curated
-    correct DARS samples (method "dart"), the kept MuggleMath responses (method "mugglemath") and
-    the kept ScaleQuest responses (method "scalequest").
+    Output: (SOLUTION_SCHEMA table, counts per kind, and `dart_solutions/<strategy>` per served DART
+    strategy). Rows: every seed reference solution (model "reference"), the curated correct DARS
+    samples (method "dart", one row per sample however many served strategies keep it, listed in
+    `dart_strategies`, `dart_primary` when the run's primary strategy keeps it), the kept
+    MuggleMath responses (method "mugglemath") and the kept ScaleQuest responses (method
+    "scalequest"); `dart_strategies` and `dart_primary` are null on the rows of other methods.
     """
     problems = {r["problem_id"]: r for r in pool.to_pylist()}
     rows = []
@@ -134,7 +163,11 @@ def solution_rows(
                     "top_p": s["top_p"],
                     "seed": s["seed"],
                     "grader": s["grader"],
+                    "dart_strategies": s.get("dart_strategies"),
+                    "dart_primary": s.get("dart_primary"),
                 }
             )
             counts[key] += 1
+            for strategy in s.get("dart_strategies") or []:
+                counts[f"dart_solutions/{strategy}"] = counts.get(f"dart_solutions/{strategy}", 0) + 1
     return pa.Table.from_pylist(rows, schema=SOLUTION_SCHEMA), counts

@@ -10,6 +10,7 @@ import dataclasses
 import tempfile
 import uuid
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Literal
 
@@ -57,10 +58,30 @@ class SolverConfig(dg.Config):
     max_questions: int = Field(default=0, ge=0, description="a salted subset of this many questions; 0 = all")
 
 
+class ServedStrategy(Enum):
+    """A strategy one sampling run can serve beside others (`dars.SERVABLE`; an Enum so the Dagster
+    launchpad offers exactly these; names equal values)."""
+
+    uniform = "uniform"
+    prop2diff = "prop2diff"
+
+
 class RejectionConfig(dg.Config):
     """DARS knobs (see `dart/dars.py`); the solver settings come from `difficulty_ledger`."""
 
-    strategy: Literal["uniform", "prop2diff", "vrt", "band"] = Field(default="uniform", description="DARS strategy")
+    strategy: Literal["uniform", "prop2diff", "vrt", "band"] = Field(
+        default="uniform",
+        description="DARS strategy; with serve_strategies, the primary one: its selection is the table's `target` "
+        "column and what mixture specs take by default (dart_strategy: primary)",
+    )
+    serve_strategies: list[ServedStrategy] = Field(
+        default_factory=list,
+        description="strategies this one run serves besides `strategy` (uniform, prop2diff; `strategy` must be one "
+        "of them too, and is served whether listed or not): each question is sampled until the largest of their "
+        "targets is met (or n_max), and every strategy's target is written as target_<strategy>, so curation keeps "
+        "each strategy's own selection from one set of samples; n_max and strict_stop are shared; empty = "
+        "`strategy` alone",
+    )
     k_u: int = Field(default=40, ge=1, description="uniform/band: correct samples wanted per question")
     k_p: int = Field(default=192, ge=1, description="prop2diff: correct samples wanted for the hardest question")
     n_max: int = Field(default=2048, ge=1, description="cap on samples per question, difficulty pass included")
@@ -86,19 +107,33 @@ class RejectionConfig(dg.Config):
         default=0,
         ge=0,
         description="rows wanted from this partition: sets k_u (uniform, band) or k_p (prop2diff) to the smallest "
-        "k whose targets, from the difficulty ledger's fail rates, sum to at least this; 0 = k_u / k_p as given; "
-        "not for vrt",
+        "k whose targets, from the difficulty ledger's fail rates, sum to at least this; with serve_strategies "
+        "each served strategy gets its own k for this same size, so their selections are of equal size up to "
+        "rounding (and n_max hits); 0 = k_u / k_p as given; not for vrt",
+    )
+    prop2diff_scale: Literal["partition", "all_partitions"] = Field(
+        default="partition",
+        description="prop2diff (max_normalized): the hardest query that gets k_p is the hardest of this partition, "
+        "or of all_partitions: every materialized difficulty ledger together (the paper's query set, MATH train + "
+        "GSM8K train; materialize every ledger first, as the targets then depend on them all)",
     )
 
     @model_validator(mode="after")
     def _size_needs_targets(self) -> "RejectionConfig":
         if self.target_size and self.strategy == "vrt":
             raise ValueError("rejection_samples: target_size needs a strategy with targets (uniform, prop2diff, band)")
+        if self.serve_strategies and self.strategy not in dars.SERVABLE:
+            raise ValueError(
+                f"rejection_samples: serve_strategies needs a primary strategy among {dars.SERVABLE}, "
+                f"got strategy {self.strategy!r} (vrt and band run alone)"
+            )
         return self
 
-    def dars_config(self, fail_rates: np.ndarray | None = None) -> dars.DarsConfig:
-        """The plain `dars.DarsConfig` of these settings; with `target_size`, k is solved from
-        `fail_rates` (the difficulty ledger's, in question order) by `dars.sized`."""
+    def dars_config(self, fail_rates: np.ndarray | None = None, fail_scale: float | None = None) -> dars.DarsConfig:
+        """The plain `dars.DarsConfig` of these settings, serving `strategy` and `serve_strategies`,
+        with `fail_scale` (the whole-set scale of prop2diff, None = this partition's); with
+        `target_size`, every served strategy's k is solved from `fail_rates` (the difficulty
+        ledger's, in question order) by `dars.sized`."""
         config = dars.DarsConfig(
             strategy=self.strategy,
             k_u=self.k_u,
@@ -109,6 +144,8 @@ class RejectionConfig(dg.Config):
             band=(self.band_low, self.band_high) if self.strategy == "band" else None,
             strict_stop=self.strict_stop,
             prop2diff_formula=self.prop2diff_formula,
+            serve=tuple(ServedStrategy(served).value for served in self.serve_strategies),
+            fail_scale=fail_scale,
         )
         if not self.target_size:
             return config
@@ -178,8 +215,20 @@ def _dars_metadata(report: dict) -> dict:
         "by_difficulty": dg.MetadataValue.md(markdown_table(report["by_difficulty"], "fail rate")),
         "by_level": dg.MetadataValue.md(markdown_table(report.get("by_level", {}), "level")),
         "stop_reasons": dg.MetadataValue.json(report["stop_reasons"]),
+        "by_strategy": dg.MetadataValue.json(report["by_strategy"]),
+        **{f"rows/{name}": int(counts["rows"]) for name, counts in report["by_strategy"].items()},
         "per_level_chart": dg.MetadataValue.md(chart),
     }
+
+
+def _fail_scale(config: RejectionConfig, store: TableStore) -> float | None:
+    """Prop2Diff's whole-set scale (the largest fail rate of every difficulty ledger) when the config
+    asks for it; None for this partition's own."""
+    if config.prop2diff_scale == "partition":
+        return None
+    return dars.whole_set_scale(
+        store.read_all("difficulty_ledger", columns=["fail_rate"]).column("fail_rate").to_numpy(zero_copy_only=False)
+    )
 
 
 @dg.asset(partitions_def=seed_sources, group_name="solutions", kinds={"parquet"}, deps=["question_pool"], pool="gpu")
@@ -221,14 +270,17 @@ def rejection_samples(
 ) -> dg.MaterializeResult:
     """DARS over the questions of `difficulty_ledger`, with its solver settings: every sample graded
     against the reference answer; the difficulty samples are reused (ledger hits, verdicts
-    included) and counted. Samples stream to part files, so memory stays bounded."""
+    included) and counted. One run can serve several strategies (`serve_strategies`): each
+    question is sampled to the largest of their targets and every target is a column. Samples
+    stream to part files, so memory stays bounded."""
     partition = context.partition_key
     ledger = store.read("difficulty_ledger", partition)
     solver = SolverConfig.model_validate_json(ledger.schema.metadata[SOLVER_SETTINGS_KEY])
     problems = problems_from_pool(
         store.read("question_pool", partition), max_questions=solver.max_questions, salt=solver.seed_salt
     )
-    dars_config = config.dars_config(ledger.column("fail_rate").to_numpy(zero_copy_only=False))
+    fail_rates = ledger.column("fail_rate").to_numpy(zero_copy_only=False)
+    dars_config = config.dars_config(fail_rates, _fail_scale(config, store))
     with _sample_sink(store, partition, len(problems)) as sink:
         with llm.stream(context, ledger_name=f"solver/{partition}") as stream:
             planner, report = solve(
@@ -256,7 +308,9 @@ def rejection_samples(
             **_controller_metadata(report),
             **_dars_metadata(dars.summary(state, levels=[p.level for p in problems])),
             "controller": config.controller,
-            "dars": dg.MetadataValue.json({**dataclasses.asdict(dars_config), "target_size": config.target_size}),
+            "dars": dg.MetadataValue.json(
+                {**dataclasses.asdict(dars_config), "target_size": config.target_size, "scale": config.prop2diff_scale}
+            ),
             "solver": dg.MetadataValue.json(solver.model_dump()),
         }
     )

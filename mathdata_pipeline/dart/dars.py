@@ -20,6 +20,12 @@ Strategies:
 - "band" (not in the paper): queries whose estimated pass rate lies in `band` are sampled like
   "uniform"; the others are dropped at the start with stop reason "out_of_band".
 
+Several strategies from one run: `serve` names further strategies (uniform, prop2diff) sampled by
+the same run. Each query is sampled until the most demanding served target is met (or n_max), and
+`strategy_targets` gives every served strategy's own targets, so curation can keep the first
+target_<strategy> correct samples per query for each: the selection a run of that strategy alone
+would have kept with the same seeds, since a query's samples are decided in sample-index order.
+
 Stop reasons: "target_reached", "n_max" (cap hit before the target), "vrt_done" (VRT's fixed
 trials done), "out_of_band". When a round completes both the target and the cap, the reason is
 "target_reached" (the reference code would say "max_n_trials").
@@ -34,6 +40,10 @@ import numpy as np
 import pyarrow as pa
 
 STRATEGIES = ("uniform", "prop2diff", "vrt", "band")
+# Strategies one run can serve together: every query has a target of at least 1 under them. VRT (no
+# target) and band (no target outside the band) keep every correct sample where the target is 0, which
+# a longer shared run would change, so they run alone.
+SERVABLE = ("uniform", "prop2diff")
 PROP2DIFF_FORMULAS = ("max_normalized", "linear")
 DIFFICULTY_BINS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 _EPS = 1e-9  # float tolerance for rounding up targets and for the band's inclusive bounds
@@ -59,6 +69,11 @@ class DarsConfig:
       n_correct > target, collecting target + 1 like the reference code [CODE].
     - prop2diff_formula: "max_normalized", target = max(1, ceil(k_p * f / max_j f_j)), or
       "linear", target = max(1, ceil(k_p * f)); f = fail rate. Both UNVERIFIED.
+    - serve: further strategies (from SERVABLE) served by the same run; `strategy` is the primary
+      one and must be servable too. Empty: `strategy` alone.
+    - fail_scale: max_normalized's max_j f_j taken over a larger query set than the one sampled
+      (the paper's: MATH train + GSM8K train together); None: the max of the sampled queries.
+      Must be at least their max fail rate.
     """
 
     strategy: str = "uniform"
@@ -70,6 +85,8 @@ class DarsConfig:
     samples_per_round: int = 1
     strict_stop: bool = False
     prop2diff_formula: str = "max_normalized"
+    serve: tuple[str, ...] = ()
+    fail_scale: float | None = None
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -83,6 +100,17 @@ class DarsConfig:
             raise ValueError("strategy 'band' needs band=(low, high)")
         if self.band is not None and not 0.0 <= self.band[0] <= self.band[1] <= 1.0:
             raise ValueError(f"band must satisfy 0 <= low <= high <= 1, got {self.band}")
+        if self.serve and any(name not in SERVABLE for name in (self.strategy, *self.serve)):
+            raise ValueError(
+                f"serving several strategies needs strategies among {SERVABLE}, got {(self.strategy, *self.serve)}"
+            )
+        if self.fail_scale is not None and not 0.0 < self.fail_scale <= 1.0:
+            raise ValueError(f"fail_scale must lie in (0, 1], got {self.fail_scale}")
+
+    @property
+    def served(self) -> tuple[str, ...]:
+        """Every strategy this run serves: the primary `strategy` first, then `serve` (duplicates dropped)."""
+        return tuple(dict.fromkeys((self.strategy, *self.serve)))
 
 
 @dataclass(frozen=True)
@@ -149,10 +177,14 @@ def targets(fail_rates: Sequence[float] | np.ndarray, config: DarsConfig) -> np.
       all-zero fail rates give 1 each. Products within 1e-9 of an integer count as that integer,
       so float noise (100 * 0.07 = 7.000000000000001) does not add one;
     - vrt: 0 for every query (VRT stops on trials only);
-    - band: k_u where the pass rate 1 - f lies in [low, high] (inclusive), else 0.
-    Raises ValueError when prop2diff or band gets a NaN or out-of-range fail rate.
+    - band: k_u where the pass rate 1 - f lies in [low, high] (inclusive), else 0;
+    - several served strategies (`config.serve`): the largest of their targets, what sampling needs.
+    Raises ValueError when prop2diff or band gets a NaN or out-of-range fail rate, or when a fail
+    rate exceeds `fail_scale`.
     """
     f = np.asarray(fail_rates, dtype=np.float64)
+    if len(config.served) > 1:
+        return np.max(np.stack(list(strategy_targets(f, config).values())), axis=0)
     if config.strategy == "uniform":
         return np.full(f.shape, config.k_u, dtype=np.int64)
     if config.strategy == "vrt":
@@ -165,9 +197,33 @@ def targets(fail_rates: Sequence[float] | np.ndarray, config: DarsConfig) -> np.
         low, high = config.band
         pass_rate = 1.0 - f
         return np.where((pass_rate >= low - _EPS) & (pass_rate <= high + _EPS), config.k_u, 0).astype(np.int64)
-    scale = f.max() if config.prop2diff_formula == "max_normalized" and f.size else 1.0
+    scale = _scale(f, config) if config.prop2diff_formula == "max_normalized" else 1.0
     share = f / scale if scale > 0 else np.zeros_like(f)
     return np.maximum(1, np.ceil(config.k_p * share - _EPS)).astype(np.int64)
+
+
+def _scale(f: np.ndarray, config: DarsConfig) -> float:
+    """max_normalized's divisor: `fail_scale`, else the largest fail rate (1.0 without queries)."""
+    if config.fail_scale is None:
+        return float(f.max()) if f.size else 1.0
+    if f.size and f.max() > config.fail_scale + _EPS:
+        raise ValueError(f"fail rate {f.max()} exceeds fail_scale {config.fail_scale}: it must cover all queries")
+    return config.fail_scale
+
+
+def whole_set_scale(fail_rates: Sequence[float] | np.ndarray) -> float | None:
+    """The `fail_scale` of a query set larger than one partition (e.g. every partition's difficulty
+    ledger together): the largest known fail rate (NaN skipped), or None when none is known or all
+    are 0 (then no query is harder than another and the scale does not matter)."""
+    f = np.asarray(fail_rates, dtype=np.float64)
+    known = f[~np.isnan(f)]
+    return float(known.max()) if known.size and known.max() > 0 else None
+
+
+def strategy_targets(fail_rates: Sequence[float] | np.ndarray, config: DarsConfig) -> dict[str, np.ndarray]:
+    """{strategy: its per-query targets (int64)} for every strategy the run serves (`config.served`),
+    each computed as if it ran alone with this config's k_u, k_p, formula and scale."""
+    return {name: targets(fail_rates, replace(config, strategy=name, serve=())) for name in config.served}
 
 
 def k_for_size(fail_rates: Sequence[float] | np.ndarray, size: int, config: DarsConfig) -> int:
@@ -179,6 +235,7 @@ def k_for_size(fail_rates: Sequence[float] | np.ndarray, size: int, config: Dars
     field = {"uniform": "k_u", "band": "k_u", "prop2diff": "k_p"}.get(config.strategy)
     if field is None:
         raise ValueError("k_for_size needs strategy uniform, band or prop2diff")
+    config = replace(config, serve=())
 
     def total(k: int) -> int:
         return int(targets(fail_rates, replace(config, **{field: k})).sum())
@@ -195,9 +252,13 @@ def k_for_size(fail_rates: Sequence[float] | np.ndarray, size: int, config: Dars
 def sized(config: DarsConfig, fail_rates: Sequence[float] | np.ndarray, size: int) -> DarsConfig:
     """`config` with k (k_u for uniform/band, k_p for prop2diff) set by `k_for_size` so that the
     targets of these fail rates sum to at least `size` rows: the paper's way of aiming at a dataset
-    size. Queries that hit `n_max` first give fewer rows. Raises ValueError as `k_for_size` does."""
-    field = "k_p" if config.strategy == "prop2diff" else "k_u"
-    return replace(config, **{field: k_for_size(fail_rates, size, config)})
+    size. With several served strategies each gets its own k for the same `size` (uniform's k_u,
+    prop2diff's k_p), so their selections are of (nearly) equal size. Queries that hit `n_max`
+    first give fewer rows. Raises ValueError as `k_for_size` does."""
+    for name in config.served:
+        field = "k_p" if name == "prop2diff" else "k_u"
+        config = replace(config, **{field: k_for_size(fail_rates, size, replace(config, strategy=name))})
+    return config
 
 
 def start(
@@ -284,6 +345,7 @@ def summary(state: DarsState, levels: Sequence[str] | None = None, bins: Sequenc
     targets, e.g. an empty band), raw_samples, correct_samples, samples_per_correct (None without a
     correct sample), with_correct (queries with at least one correct response) and stop_reasons
     (count per reason, "active" included).
+    by_strategy: per served strategy (`strategy_report`).
     by_difficulty: the same counts per fail-rate bin ("[0.0,0.2)" ... "[0.8,1.0]", last bin
     closed; "unknown" for queries without a difficulty estimate). by_level: per level label when
     `levels` (one label per query, in query order) is given.
@@ -297,6 +359,7 @@ def summary(state: DarsState, levels: Sequence[str] | None = None, bins: Sequenc
         "active": int((~state.done).sum()),
         "targets_total": int(state.target.sum()),
         "stop_reasons": dict(zip(names.tolist(), counts.tolist())),
+        "by_strategy": strategy_report(state),
     }
     edges = np.asarray(bins, dtype=np.float64)
     known = ~np.isnan(state.fail_rate)
@@ -312,6 +375,27 @@ def summary(state: DarsState, levels: Sequence[str] | None = None, bins: Sequenc
         if labels.shape != everything.shape:
             raise ValueError(f"expected {everything.size} levels, got {labels.size}")
         report["by_level"] = {level: _group(state, labels == level) for level in sorted(set(labels.tolist()))}
+    return report
+
+
+def strategy_report(state: DarsState) -> dict[str, dict]:
+    """Per served strategy (`config.served`, primary first): `k` (k_u, k_p, or vrt_trials),
+    `targets_total`, `rows` (correct samples its curation keeps: the first target per query, every
+    correct one where the target is 0), `reached` (queries whose target is met; VRT: at least one
+    correct) and `reach_ratio` (None without targets). Needs the fail rates for prop2diff and band."""
+    report = {}
+    for name, wanted in strategy_targets(state.fail_rate, state.config).items():
+        goal = np.ones_like(wanted) if name == "vrt" else wanted
+        with_goal = goal > 0
+        reached = int((with_goal & (state.n_correct >= goal)).sum())
+        k = {"prop2diff": state.config.k_p, "vrt": state.config.vrt_trials}.get(name, state.config.k_u)
+        report[name] = {
+            "k": int(k),
+            "targets_total": int(wanted.sum()),
+            "rows": int(np.where(wanted > 0, np.minimum(state.n_correct, wanted), state.n_correct).sum()),
+            "reached": reached,
+            "reach_ratio": reached / int(with_goal.sum()) if with_goal.any() else None,
+        }
     return report
 
 

@@ -9,7 +9,7 @@ the ledger: the difficulty samples are reused by DARS as training samples, with 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -177,10 +177,12 @@ def _array(column) -> pa.Array:
     return column if isinstance(column, pa.Array) else pa.array(column)
 
 
-def curate(samples: pa.Table) -> pa.Table:
+def curate(samples: pa.Table, strategy: str | None = None) -> pa.Table:
     """The correct samples kept as solutions (see `kept_positions`), in table order. `samples`
-    needs problem_id, sample_index, correct and target (as `rejection_samples` writes them)."""
-    positions = kept_positions(*(samples.column(name) for name in ("problem_id", "sample_index", "correct", "target")))
+    needs problem_id, sample_index, correct and target (as `rejection_samples` writes them);
+    `strategy` (a served one) curates by its `target_<strategy>` column instead of the primary's."""
+    target = "target" if strategy is None else target_column(strategy)
+    positions = kept_positions(*(samples.column(name) for name in ("problem_id", "sample_index", "correct", target)))
     return samples.take(pa.array(positions, pa.int64()))
 
 
@@ -212,11 +214,22 @@ def difficulty_table(problems: Sequence[Problem], state: dars.DarsState) -> pa.T
 
 
 def with_targets(state: dars.DarsState) -> Callable[[pa.Table, np.ndarray], pa.Table]:
-    """A `SampleSink.write` transform adding the `target` column (correct samples wanted for the
-    sample's problem) from the final DARS state."""
-    targets = np.asarray(state.target, dtype=np.int32)
+    """A `SampleSink.write` transform adding, from the final DARS state, the correct samples wanted
+    for the sample's problem: `target` (the primary strategy's, what `curate` keeps) and one
+    `target_<strategy>` column per served strategy (`dars.strategy_targets`; the primary's equals
+    `target`). Sampling itself went on to the largest of them (or n_max)."""
+    columns = {"target": np.asarray(dars.targets(state.fail_rate, replace(state.config, serve=())), dtype=np.int32)}
+    for name, wanted in dars.strategy_targets(state.fail_rate, state.config).items():
+        columns[target_column(name)] = np.asarray(wanted, dtype=np.int32)
 
     def add(table: pa.Table, queries: np.ndarray) -> pa.Table:
-        return table.append_column("target", pa.array(targets[queries], pa.int32()))
+        for name, wanted in columns.items():
+            table = table.append_column(name, pa.array(wanted[queries], pa.int32()))
+        return table
 
     return add
+
+
+def target_column(strategy: str) -> str:
+    """The `rejection_samples` column holding `strategy`'s per-problem target: `target_<strategy>`."""
+    return f"target_{strategy}"

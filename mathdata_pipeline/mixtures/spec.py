@@ -19,6 +19,7 @@ from mathdata_pipeline.mixtures.licenses import HUB_LICENSES, NOT_A_LICENSE, nor
 from mathdata_pipeline.sources.readers import InputError
 
 Origin = Literal["seed", "augmented", "synthesized", "open", "general"]
+DartStrategy = Literal["primary", "uniform", "prop2diff", "vrt", "band"]
 
 
 class _Strict(BaseModel):
@@ -109,11 +110,17 @@ class LicenseRules(_Strict):
 
 
 class MixtureSpec(_Strict):
-    """A whole mixture: reasoning and general selection, the general share and its tolerance, and
-    the licenses it accepts."""
+    """A whole mixture: reasoning and general selection, the general share and its tolerance, the
+    licenses it accepts, and which DART strategy's selection its DART rows come from."""
 
     description: str = ""
     seed: int = 0
+    dart_strategy: DartStrategy = Field(
+        default="primary",
+        description="the DART rows (method dart) this mixture may draw: those the named strategy's curation keeps "
+        "(a rejection_samples run serving it, see its serve_strategies), or primary: those of each run's primary "
+        "`strategy`, as before runs served several; DART rows of other strategies are no candidates",
+    )
     reasoning: KindSpec
     general: KindSpec = Field(default_factory=lambda: KindSpec(selection_ratio=0.0))
     general_share: float = Field(default=0.0, ge=0.0, lt=1.0)
@@ -121,8 +128,10 @@ class MixtureSpec(_Strict):
     licenses: LicenseRules = Field(default_factory=LicenseRules)
 
     def config_hash(self) -> str:
-        """A short hash of the whole spec (goes into the manifest and every row)."""
-        return stable_hash(json.dumps(self.model_dump(), sort_keys=True), length=12)
+        """A short hash of the whole spec (goes into the manifest and every row). `dart_strategy`
+        enters it only when it is not the default, so specs written before it keep their hash."""
+        fields = self.model_dump(exclude={"dart_strategy"} if self.dart_strategy == "primary" else set())
+        return stable_hash(json.dumps(fields, sort_keys=True), length=12)
 
 
 def mixtures_dir() -> Path:

@@ -70,6 +70,7 @@ _SHOWN = {
         "sample_id",
         "origin",
         "method",
+        "dart_strategies",
         "model",
         "template",
         "temperature",

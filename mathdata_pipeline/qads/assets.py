@@ -24,7 +24,7 @@ from mathdata_pipeline.qads.checks import EVALUATION_CHECK_SPEC, evaluation_spli
 from mathdata_pipeline.qads.embeddings import EmbeddingCache, build_embedder, embed_candidates, embedding_matrix
 from mathdata_pipeline.qads.quality import alpaca_prompt, chat_renderer, quality_table
 from mathdata_pipeline.qads.resources import KCenterSelector
-from mathdata_pipeline.qads.selection import decide_spec, evaluation_split_warnings
+from mathdata_pipeline.qads.selection import DART_SOLUTION_COLUMNS, decide_spec, evaluation_split_warnings
 from mathdata_pipeline.sources.candidate_pools import (
     POOL_SCHEMA,
     build_pool_rows,
@@ -241,7 +241,12 @@ def quality_scores(
     partitions_def=mixture_specs,
     group_name="selection",
     kinds={"parquet"},
-    deps=["embeddings", "quality_scores", "influence_scores"],
+    deps=[
+        "embeddings",
+        "quality_scores",
+        "influence_scores",
+        dg.AssetDep("solutions", partition_mapping=dg.AllPartitionMapping()),
+    ],
     check_specs=[EVALUATION_CHECK_SPEC],
 )
 def selections(context: dg.AssetExecutionContext, store: TableStore, selector: KCenterSelector) -> dg.MaterializeResult:
@@ -259,6 +264,7 @@ def selections(context: dg.AssetExecutionContext, store: TableStore, selector: K
         spec,
         store.read_if_exists("influence_scores"),
         kcenter=selector.select,
+        solutions=store.read_all_if_exists("solutions", columns=DART_SOLUTION_COLUMNS),
     )
     path = store.write(decisions, "selections", name)
     warnings = evaluation_split_warnings(decisions)

@@ -9,7 +9,7 @@ scores separate from decisions).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -238,13 +238,44 @@ def apply_influence_prune(
     return pa.Table.from_pylist(rows, schema=DECISION_SCHEMA), result.counts
 
 
+# The solutions columns that say which DART strategy keeps a row (read by `selections`).
+DART_SOLUTION_COLUMNS = ["sample_id", "method", "dart_strategies", "dart_primary"]
+
+
+def dart_rows_outside(solutions: pa.Table | None, dart_strategy: str) -> set[str]:
+    """The sample_ids of the DART solutions (method "dart") a spec with this `dart_strategy` may not
+    draw: for "primary", those the run's primary strategy does not keep (`dart_primary` false);
+    for a named strategy, those whose `dart_strategies` does not list it (null: a run that did not
+    record its strategies, so none). Inputs: solutions rows with sample_id, method and, when
+    present, dart_strategies and dart_primary (None: no solutions, nothing excluded)."""
+    if solutions is None:
+        return set()
+    columns = [c for c in DART_SOLUTION_COLUMNS if c in solutions.column_names]
+    outside = set()
+    for row in solutions.select(columns).to_pylist():
+        if row["method"] != "dart":
+            continue
+        if dart_strategy == "primary":
+            if row.get("dart_primary") is False:
+                outside.add(row["sample_id"])
+        elif dart_strategy not in (row.get("dart_strategies") or []):
+            outside.add(row["sample_id"])
+    return outside
+
+
 def kind_candidates(
-    embeddings: pa.Table, matrix: np.ndarray, quality: pa.Table, spec: KindSpec, kind: str
+    embeddings: pa.Table,
+    matrix: np.ndarray,
+    quality: pa.Table,
+    spec: KindSpec,
+    kind: str,
+    excluded: Collection[str] = frozenset(),
 ) -> Candidates:
-    """The candidates of one kind that a spec draws from (its sources and origins).
+    """The candidates of one kind that a spec draws from (its sources and origins, none of `excluded`).
 
     Inputs: the `embeddings` rows (candidate_id, kind, source, origin, evaluation_split) and
-    matrix; the `quality_scores` rows (candidate_id, q_label, q_pred); the kind's spec; the kind.
+    matrix; the `quality_scores` rows (candidate_id, q_label, q_pred); the kind's spec; the kind;
+    `excluded`, candidate ids left out (DART rows of another strategy, `dart_rows_outside`).
     Output: Candidates in `embeddings` order. Raises ValueError naming a candidate without a
     quality row (quality_scores is older than embeddings).
     """
@@ -253,6 +284,8 @@ def kind_candidates(
         mask &= np.isin(np.asarray(embeddings.column("source").to_pylist(), dtype=object), spec.sources)
     if spec.origins:
         mask &= np.isin(np.asarray(embeddings.column("origin").to_pylist(), dtype=object), spec.origins)
+    if excluded:
+        mask &= ~np.isin(np.asarray(embeddings.column("candidate_id").to_pylist(), dtype=object), list(excluded))
     rows = np.flatnonzero(mask)
     sub = embeddings.take(pa.array(rows, pa.int64()))
     ids = sub.column("candidate_id").to_pylist()
@@ -286,18 +319,23 @@ def decide_spec(
     influence: pa.Table | None,
     *,
     kcenter: Callable[..., KCenterResult] = kcenter_greedy,
+    solutions: pa.Table | None = None,
 ) -> tuple[pa.Table, dict[str, int], dict[str, Candidates]]:
     """Every decision of one mixture spec: reasoning rows by QaDS to the spec's ratio of the
     eligible candidates (then pruned by influence when the spec says so), general rows to the
     budget that makes `general_share`.
 
     Inputs: the `embeddings` rows and matrix; the `quality_scores` table; the spec; the
-    `influence_scores` table (needed only when the spec prunes); the k-center function.
+    `influence_scores` table (needed only when the spec prunes); the k-center function;
+    `solutions` (sample_id, method, dart_strategies, dart_primary), whose DART rows outside the
+    spec's `dart_strategy` are no candidates (counted as `reasoning/dart_other_strategy`; None:
+    every DART row is one).
     Output: (DECISION_SCHEMA table, counts, {kind: its candidates} for plots).
     """
     from mathdata_pipeline.mixtures.compose import general_budget
 
-    reasoning = kind_candidates(embeddings, matrix, quality, spec.reasoning, "reasoning")
+    outside = dart_rows_outside(solutions, spec.dart_strategy)
+    reasoning = kind_candidates(embeddings, matrix, quality, spec.reasoning, "reasoning", outside)
     decided = select(
         reasoning,
         spec.reasoning,
@@ -306,12 +344,14 @@ def decide_spec(
         seed=spec.seed,
         kcenter=kcenter,
     )
-    counts: dict[str, int] = {}
+    ids = embeddings.column("candidate_id").to_pylist()
+    counts: dict[str, int] = {"reasoning/dart_other_strategy": sum(cid in outside for cid in ids)}
     prune = spec.reasoning.influence_prune
     if prune.fraction > 0:
         if influence is None:
             raise ValueError("the spec prunes by influence but influence_scores was never materialized")
-        decided, counts = apply_influence_prune(decided, influence, prune)
+        decided, pruned = apply_influence_prune(decided, influence, prune)
+        counts.update(pruned)
     general = kind_candidates(embeddings, matrix, quality, spec.general, "general")
     budget = general_budget(
         int(np.sum(decided.column("selected").to_numpy(zero_copy_only=False))),

@@ -103,3 +103,43 @@ def test_only_seed_references_without_samples(pool):
     table, counts = solution_rows(pool, None, None)
     assert table.num_rows == counts["seed_solutions"] == 2
     assert set(table.column("method").to_pylist()) == {"reference"}
+
+
+def test_dart_rows_per_served_strategy_one_row_per_sample(pool, tmp_path):
+    """A run serving uniform (primary) and prop2diff: each strategy keeps its own first correct
+    samples; a sample both keep is one row listing both; the primary's are marked."""
+    seeds = pool.filter(pa.compute.field("origin") == "seed").column("problem_id").to_pylist()
+    one, two = seeds[1], seeds[2]
+    correct = {one: [True, False, True, True, True], two: [True, True]}
+    rows = [
+        {"problem_id": pid, "sample_index": i, "correct": ok, "extracted_answer": "1"}
+        for pid, oks in correct.items()
+        for i, ok in enumerate(oks)
+    ]
+    uniform = [3] * 5 + [1] * 2
+    dart = _samples(rows, target=uniform, target_uniform=uniform, target_prop2diff=[1] * 5 + [2] * 2)
+    pq.write_table(dart, tmp_path / "rejection_samples.parquet")
+    table, counts = solution_rows(pool, kept_dart_samples(tmp_path / "rejection_samples.parquet"), None, None)
+    dart_rows = {r["sample_id"]: r for r in table.to_pylist() if r["method"] == "dart"}
+    assert {sid: (r["dart_strategies"], r["dart_primary"]) for sid, r in dart_rows.items()} == {
+        f"s-{one}-0": (["uniform", "prop2diff"], True),
+        f"s-{one}-2": (["uniform"], True),
+        f"s-{one}-3": (["uniform"], True),
+        f"s-{two}-0": (["uniform", "prop2diff"], True),
+        f"s-{two}-1": (["prop2diff"], False),
+    }
+    assert counts["dart_solutions"] == 5 and counts["dart_solutions/uniform"] == 4
+    assert counts["dart_solutions/prop2diff"] == 3
+    references = [r for r in table.to_pylist() if r["method"] == "reference"]
+    assert references and all(r["dart_strategies"] is None and r["dart_primary"] is None for r in references)
+
+
+def test_a_samples_file_without_strategy_columns_keeps_the_primary_rows(tmp_path):
+    dart = _samples(
+        [{"problem_id": "p", "sample_index": i, "correct": True, "extracted_answer": "1"} for i in range(3)],
+        target=[2, 2, 2],
+    )
+    pq.write_table(dart, tmp_path / "old.parquet")
+    kept = kept_dart_samples(tmp_path / "old.parquet")
+    assert kept.column("sample_id").to_pylist() == ["s-p-0", "s-p-1"]
+    assert kept.column("dart_strategies").null_count == 2 and kept.column("dart_primary").to_pylist() == [True, True]

@@ -17,7 +17,7 @@ from mathdata_pipeline.common.samples import SampleSink
 from mathdata_pipeline.common.templates import get_template
 from mathdata_pipeline.dart.controller import DarsPlanner
 from mathdata_pipeline.dart.dars import DarsConfig, plan_round, start, summary, update
-from mathdata_pipeline.dart.sampling import DART_SAMPLE_SCHEMA, Problem, Solver, solve, with_targets
+from mathdata_pipeline.dart.sampling import DART_SAMPLE_SCHEMA, Problem, Solver, curate, solve, with_targets
 from mathdata_pipeline.engines.base import Completion, Engine, EngineInfo, SamplingParams, SequentialStream, derive_seed
 from mathdata_pipeline.engines.ledger import RequestLedger
 from mathdata_pipeline.engines.runner import LedgerStream
@@ -276,3 +276,29 @@ def test_a_rerun_is_served_from_the_ledger_with_the_same_rows(tmp_path, capacity
     assert engine.generated == report.submitted - report.cancelled >= first.num_rows
     assert engine2.generated == 0 and report2.graded == 0 and report2.verdicts_reused == again.num_rows
     assert again.equals(first)
+
+
+def test_one_run_serves_uniform_and_prop2diff_and_each_curation_is_its_own_runs(tmp_path):
+    # fail rates 0, 1, .5, .75, 1: uniform wants 3 each, prop2diff 1, 4, 2, 3, 4; the run samples to the larger
+    both = DarsConfig("uniform", k_u=3, k_p=4, n_max=16, serve=("prop2diff",))
+    table, planner, _, _ = solve_scripted(tmp_path, both, ledger_name="both.sqlite")
+    state = planner.state(list(SCRIPTS))
+    assert state.target.tolist() == [3, 4, 3, 3, 4]
+    # half: its 3rd correct is sample 4; quarter: 3rd correct at 11; cut: only 3 correct (4, 9, 14) before the cap
+    assert state.n_trials.tolist() == [4, 16, 5, 12, 16]
+    assert per_problem(table, "target_uniform") == {pid: [3] * n for pid, n in zip(SCRIPTS, state.n_trials.tolist())}
+    wanted = dict(zip(SCRIPTS, [1, 4, 2, 3, 4]))
+    assert {pid: set(v) for pid, v in per_problem(table, "target_prop2diff").items()} == {
+        pid: {t} for pid, t in wanted.items()
+    }
+    assert table.column("target").equals(table.column("target_uniform"))  # the primary's
+    kept = {name: per_problem(curate(table, name), "sample_index") for name in ("uniform", "prop2diff")}
+    assert kept["uniform"] == {"always": [0, 1, 2], "half": [0, 2, 4], "quarter": [3, 7, 11], "cut": [4, 9, 14]}
+    assert kept["prop2diff"] == {"always": [0], "half": [0, 2], "quarter": [3, 7, 11], "cut": [4, 9, 14]}
+    for name, alone in (
+        ("uniform", replace(both, serve=())),
+        ("prop2diff", replace(both, strategy="prop2diff", serve=())),
+    ):
+        single, single_planner, _, _ = solve_scripted(tmp_path, alone, ledger_name=f"{name}.sqlite")
+        assert per_problem(curate(single), "sample_index") == kept[name]  # the same rows as a run of its own
+        assert (single_planner.state(list(SCRIPTS)).n_trials <= state.n_trials).all()

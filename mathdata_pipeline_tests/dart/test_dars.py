@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
-from mathdata_pipeline.dart.assets import RejectionConfig
+from mathdata_pipeline.dart.assets import RejectionConfig, ServedStrategy, _fail_scale
 from mathdata_pipeline.dart.dars import (
     DarsConfig,
     difficulty_from_samples,
@@ -15,10 +16,13 @@ from mathdata_pipeline.dart.dars import (
     plan_round,
     sized,
     start,
+    strategy_targets,
     summary,
     targets,
     update,
+    whole_set_scale,
 )
+from mathdata_pipeline.storage.resources import TableStore
 
 
 def run_to_end(state, outcome):
@@ -209,3 +213,70 @@ def test_simulation_prop2diff_gives_hard_queries_more_correct_samples_than_unifo
         assert summary(state)["reach_ratio"] == 1.0
         correct_on_hard[config.strategy] = int(np.minimum(state.n_correct, state.target)[hard].sum())
     assert correct_on_hard["prop2diff"] > 1.5 * correct_on_hard["uniform"]
+
+
+# --- Several strategies served by one run ---
+
+
+def test_served_strategies_sample_to_the_largest_target_and_keep_each_own():
+    fail = [0.0, 0.25, 0.5, 1.0]
+    both = DarsConfig("uniform", k_u=3, k_p=8, serve=("prop2diff",))
+    assert both.served == ("uniform", "prop2diff")
+    own = strategy_targets(fail, both)
+    assert own["uniform"].tolist() == [3, 3, 3, 3] and own["prop2diff"].tolist() == [1, 2, 4, 8]
+    assert targets(fail, both).tolist() == [3, 3, 4, 8]  # what sampling needs
+    assert targets(fail, DarsConfig("uniform", k_u=3, k_p=8)).tolist() == [3, 3, 3, 3]  # alone: as before
+    assert DarsConfig("prop2diff", serve=("prop2diff", "uniform")).served == ("prop2diff", "uniform")
+    for bad in (DarsConfig("vrt"), DarsConfig("band", band=(0.1, 0.9))):
+        with pytest.raises(ValueError, match="serving several strategies"):
+            replace(bad, serve=("uniform",))
+    with pytest.raises(ValueError, match="serving several strategies"):
+        DarsConfig("uniform", serve=("vrt",))
+
+
+def test_run_serving_two_strategies_stops_at_the_max_target_and_reports_each():
+    config = DarsConfig("uniform", k_u=2, k_p=4, n_max=30, serve=("prop2diff",))
+    state = start(["a", "b", "c"], config, n_trials=[2, 2, 2], n_correct=[2, 1, 0])  # fail rates 0, .5, 1
+    assert state.target.tolist() == [2, 2, 4]  # uniform 2, 2, 2; prop2diff 1, 2, 4
+    state = run_to_end(state, lambda q, t: t % 2 == 0)  # every second sample correct
+    assert state.n_correct.tolist() == [2, 2, 4] and state.n_trials.tolist() == [2, 3, 9]
+    report = summary(state)["by_strategy"]
+    assert list(report) == ["uniform", "prop2diff"]
+    assert report["uniform"] == {"k": 2, "targets_total": 6, "rows": 6, "reached": 3, "reach_ratio": 1.0}
+    assert report["prop2diff"] == {"k": 4, "targets_total": 7, "rows": 7, "reached": 3, "reach_ratio": 1.0}
+
+
+def test_one_target_size_gives_every_served_strategy_its_own_k_for_the_same_size():
+    fail = np.array([0.0, 0.1, 0.3, 0.6, 0.9, 1.0])
+    config = RejectionConfig(strategy="prop2diff", serve_strategies=[ServedStrategy.uniform], target_size=40)
+    dars_config = config.dars_config(fail)
+    assert dars_config.served == ("prop2diff", "uniform")
+    for name, wanted in strategy_targets(fail, dars_config).items():
+        field = "k_p" if name == "prop2diff" else "k_u"
+        smaller = replace(dars_config, **{field: getattr(dars_config, field) - 1})
+        assert wanted.sum() >= 40 > strategy_targets(fail, smaller)[name].sum(), name  # the smallest k per strategy
+    assert dars_config.k_u == 7 and strategy_targets(fail, dars_config)["uniform"].sum() == 42
+    with pytest.raises(ValueError, match="serve_strategies needs a primary strategy"):
+        RejectionConfig(strategy="vrt", serve_strategies=[ServedStrategy.uniform])
+    assert RejectionConfig(strategy="uniform").dars_config().served == ("uniform",)  # the single key keeps working
+
+
+def test_prop2diff_whole_set_scale_over_several_difficulty_ledgers():
+    math, gsm8k = np.array([0.1, 0.2, 0.4]), np.array([0.0, 0.8, np.nan])
+    scale = whole_set_scale(np.concatenate([math, gsm8k]))
+    assert scale == 0.8 and whole_set_scale([0.0, np.nan]) is None
+    alone = DarsConfig("prop2diff", k_p=8)
+    assert targets(math, alone).tolist() == [2, 4, 8]  # this partition's hardest gets k_p
+    assert targets(math, replace(alone, fail_scale=scale)).tolist() == [1, 2, 4]  # the whole set's hardest would
+    assert targets(math, replace(alone, fail_scale=scale, prop2diff_formula="linear")).tolist() == [1, 2, 4]
+    with pytest.raises(ValueError, match="exceeds fail_scale"):
+        targets(math, replace(alone, fail_scale=0.3))
+    assert RejectionConfig(strategy="prop2diff", k_p=8).dars_config(math, scale).fail_scale == 0.8
+
+
+def test_rejection_samples_reads_the_whole_set_scale_from_every_difficulty_ledger(tmp_path):
+    store = TableStore(root=str(tmp_path))
+    store.write(pa.table({"fail_rate": [0.1, 0.2, 0.4]}), "difficulty_ledger", "math")
+    store.write(pa.table({"fail_rate": pa.array([0.0, 0.8, None], pa.float64())}), "difficulty_ledger", "gsm8k")
+    assert _fail_scale(RejectionConfig(strategy="prop2diff"), store) is None  # default: this partition's own
+    assert _fail_scale(RejectionConfig(strategy="prop2diff", prop2diff_scale="all_partitions"), store) == 0.8

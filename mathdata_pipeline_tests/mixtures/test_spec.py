@@ -10,11 +10,15 @@ import subprocess
 import sys
 
 import dagster as dg
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from mathdata_pipeline.common.names import check_name
 from mathdata_pipeline.common.paths import REPO_ROOT
-from mathdata_pipeline.mixtures.spec import load_mixture_spec, mixture_names
+from mathdata_pipeline.mixtures.spec import KindSpec, MixtureSpec, load_mixture_spec, mixture_names
+from mathdata_pipeline.qads.selection import decide_spec
 from mathdata_pipeline.sources.readers import InputError
 
 SPEC = "reasoning: {selection_ratio: 0.5}\n"
@@ -88,3 +92,52 @@ def test_an_origin_no_row_carries_is_refused_naming_the_file(specs):
     assert "augmented" in str(error.value)
     (specs / "origins.yaml").write_text("reasoning: {origins: [seed, augmented, synthesized, open]}\n")
     assert load_mixture_spec("origins", specs).reasoning.origins == ["seed", "augmented", "synthesized", "open"]
+
+
+def test_dart_strategy_parses_defaults_to_primary_and_a_wrong_one_names_the_field(specs):
+    (specs / "hard.yaml").write_text("dart_strategy: prop2diff\n" + SPEC, encoding="utf-8")
+    assert load_mixture_spec("hard", specs).dart_strategy == "prop2diff"
+    plain = load_mixture_spec("good", specs)
+    assert plain.dart_strategy == "primary"
+    # the default stays out of the hash: this is the hash main gave the same spec before the key existed
+    assert (
+        plain.config_hash() == "baccc24623f3" and load_mixture_spec("hard", specs).config_hash() != plain.config_hash()
+    )
+    (specs / "typo.yaml").write_text("dart_strategy: prop2dif\n" + SPEC, encoding="utf-8")
+    with pytest.raises(InputError, match="typo.yaml.*dart_strategy"):
+        load_mixture_spec("typo", specs)
+
+
+def test_dart_strategy_filters_the_dart_rows_a_spec_may_select():
+    # sample d0 is kept by both strategies (one row), d1 by uniform (the primary) only, d2 by prop2diff only
+    solutions = pa.table(
+        {
+            "sample_id": ["ref", "d0", "d1", "d2", "mm"],
+            "method": ["reference", "dart", "dart", "dart", "mugglemath"],
+            "dart_strategies": [None, ["uniform", "prop2diff"], ["uniform"], ["prop2diff"], None],
+            "dart_primary": [None, True, True, False, None],
+        }
+    )
+    ids = solutions.column("sample_id").to_pylist()
+    embeddings = pa.table(
+        {
+            "candidate_id": ids,
+            "kind": ["reasoning"] * 5,
+            "source": ["gsm8k"] * 5,
+            "origin": ["seed"] * 4 + ["augmented"],
+            "evaluation_split": [False] * 5,
+        }
+    )
+    quality = pa.table({"candidate_id": ids, "q_label": [None] * 5, "q_pred": [0.5] * 5})
+    matrix = np.eye(5, dtype=np.float32)
+    chosen = {}
+    for strategy in ("primary", "uniform", "prop2diff"):
+        spec = MixtureSpec(dart_strategy=strategy, reasoning=KindSpec(selection_ratio=1.0, quality_keep_ratio=1.0))
+        decisions, counts, _ = decide_spec(embeddings, matrix, quality, spec, None, solutions=solutions)
+        chosen[strategy] = sorted(decisions.filter(pc.field("selected")).column("candidate_id").to_pylist())
+        assert counts["reasoning/dart_other_strategy"] == 5 - len(chosen[strategy])
+    assert chosen == {
+        "primary": ["d0", "d1", "mm", "ref"],
+        "uniform": ["d0", "d1", "mm", "ref"],
+        "prop2diff": ["d0", "d2", "mm", "ref"],
+    }
