@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,31 @@ def sequence_classifier_dir(tmp_path_factory) -> str:
     classifier.save_pretrained(root)
     tokenizer.save_pretrained(root)
     return str(root)
+
+
+@pytest.fixture(scope="session")
+def benchmark_storage(tmp_path_factory, data_root) -> Path:
+    """A storage root holding `eval_benchmarks` and `contamination_index`, written once per
+    session by one real Dagster run on the offline data; the end-to-end fixtures start from a copy
+    of it (`storage_with_benchmarks`) instead of each materializing both again."""
+    import dagster as dg
+
+    from mathdata_pipeline.definitions import ASSETS, RESOURCES
+    from mathdata_pipeline.sources.resources import DataSources
+    from mathdata_pipeline.storage.resources import TableStore
+
+    root = tmp_path_factory.mktemp("benchmark_storage")
+    resources = {**RESOURCES, "store": TableStore(root=str(root)), "sources": DataSources(data_dir=str(data_root))}
+    result = dg.materialize(ASSETS, selection=["eval_benchmarks", "contamination_index"], resources=resources)
+    assert result.success
+    return root
+
+
+def storage_with_benchmarks(benchmark_storage: Path, root: Path) -> Path:
+    """Copy the session's `benchmark_storage` tables into the storage folder `root` (created when
+    missing) and return `root`; each module gets its own copy, so it may rewrite them."""
+    shutil.copytree(benchmark_storage, root, dirs_exist_ok=True)
+    return root
 
 
 def pytest_collection_modifyitems(config, items):

@@ -13,9 +13,10 @@ from mathdata_pipeline.engines.resources import LLMResource
 from mathdata_pipeline.qads.resources import KCenterSelector
 from mathdata_pipeline.sources.resources import DataSources
 from mathdata_pipeline.storage.resources import TableStore
+from mathdata_pipeline_tests.conftest import storage_with_benchmarks
 
 pytestmark = pytest.mark.slow
-SOLVER = {"template": "chat", "temperature": 0.7, "top_p": 0.95, "max_tokens": 96, "n_d": 2, "max_questions": 3}
+SOLVER = {"template": "chat", "temperature": 0.7, "top_p": 0.95, "max_tokens": 64, "n_d": 2, "max_questions": 3}
 RUN_CONFIG = {
     "ops": {
         "augmented_questions": {
@@ -27,7 +28,7 @@ RUN_CONFIG = {
                 "round_profiles": [""],
             }
         },
-        "augmented_responses": {"config": {"samples_per_question": 2, "max_tokens": 96}},
+        "augmented_responses": {"config": {"samples_per_question": 2, "max_tokens": 64}},
         "difficulty_ledger": {"config": SOLVER},
         "rejection_samples": {"config": {"strategy": "prop2diff", "k_p": 1, "n_max": 3}},
     }
@@ -43,8 +44,8 @@ CHAIN = [
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, data_root):
-    store = TableStore(root=str(tmp_path_factory.mktemp("storage")))
+def setup(tmp_path_factory, data_root, benchmark_storage):
+    store = TableStore(root=str(storage_with_benchmarks(benchmark_storage, tmp_path_factory.mktemp("storage"))))
     resources = {
         "store": store,
         "sources": DataSources(data_dir=str(data_root)),
@@ -53,9 +54,6 @@ def setup(tmp_path_factory, data_root):
     }
     with dg.instance_for_test() as instance:
         register_seed_sources(instance)
-        dg.materialize(
-            ASSETS, selection=["eval_benchmarks", "contamination_index"], instance=instance, resources=resources
-        )
 
         def run(selection, source="gsm8k"):
             return dg.materialize(

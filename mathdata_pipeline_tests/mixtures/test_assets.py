@@ -22,6 +22,7 @@ from mathdata_pipeline.mixtures.compose import MIXTURE_SCHEMA
 from mathdata_pipeline.qads.resources import KCenterSelector
 from mathdata_pipeline.sources.resources import DataSources
 from mathdata_pipeline.storage.resources import TableStore
+from mathdata_pipeline_tests.conftest import storage_with_benchmarks
 
 pytestmark = pytest.mark.slow
 
@@ -29,17 +30,17 @@ RUN_CONFIG = {
     "ops": {
         "embeddings": {"config": {"max_per_group": 40}},
         "quality_scores": {
-            "config": {"anchors": 3, "label_fraction": 0.01, "min_labels": 5, "min_heldout_correlation": None}
+            "config": {"anchors": 2, "label_fraction": 0.01, "min_labels": 4, "min_heldout_correlation": None}
         },
     }
 }
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, data_root):
+def built(tmp_path_factory, data_root, benchmark_storage):
     """Seeds → question pool → solutions (seed references) for gsm8k, then the QaDS chain and the
-    OpenMathMix mixture."""
-    root = tmp_path_factory.mktemp("storage")
+    OpenMathMix mixture, on a copy of the session's benchmark tables."""
+    root = storage_with_benchmarks(benchmark_storage, tmp_path_factory.mktemp("storage"))
     store = TableStore(root=str(root))
     resources = {
         "store": store,
@@ -61,7 +62,7 @@ def built(tmp_path_factory, data_root):
                 run_config={"ops": ops},
             )
 
-        run(["eval_benchmarks", "contamination_index", "general_pool"])
+        run(["general_pool"])  # the benchmarks and their index come with the storage copy
         run(["seed_problems", "question_pool", "solutions"], "gsm8k")
         results = {
             "scores": run(["embeddings", "quality_scores"]),
@@ -89,7 +90,7 @@ def test_embeddings_cover_both_kinds_and_are_cached(built):
 def test_quality_scores_measure_a_subset_and_predict_the_rest(built):
     table = built.store.read("quality_scores")
     labelled = table.filter(pc.is_valid(table.column("q_label")))
-    assert labelled.num_rows == 10  # 5 per kind
+    assert labelled.num_rows == 8  # 4 per kind
     measured, predicted = labelled.column("q_label").to_numpy(), table.column("q_pred").to_numpy()
     assert ((measured >= 0) & (measured <= 1)).all() and ((predicted >= 0) & (predicted <= 1)).all()
     meta = _materialization(built.results["scores"], "quality_scores")
@@ -228,13 +229,13 @@ def test_trace_prints_the_history_of_a_mixture_row(built):
 INFLUENCE_CONFIG = {
     "ops": {
         "reference_responses": {
-            "config": {"problems": 3, "samples": 2, "max_tokens": 64, "include_reference_solutions": True}
+            "config": {"problems": 2, "samples": 2, "max_tokens": 64, "include_reference_solutions": True}
         },
         "gradient_features": {
             "config": {
-                "max_examples": 16,
-                "max_length": 256,
-                "shard_size": 8,
+                "max_examples": 12,
+                "max_length": 160,
+                "shard_size": 4,
                 "proj_dim": 512,
                 "warmup_epochs": 2,
                 "warmup_fraction": 0.1,
@@ -242,7 +243,7 @@ INFLUENCE_CONFIG = {
                 "warmup_lr": 1e-3,
             }
         },
-        "influence_scores": {"config": {"max_length": 256}},
+        "influence_scores": {"config": {"max_length": 160}},
     }
 }
 BASELINE_SPECS = ("openmathmix-pruned-perplexity", "openmathmix-pruned-embedding", "openmathmix-pruned-random")
@@ -260,12 +261,13 @@ def test_influence_prunes_the_pruned_spec_and_its_baselines_by_the_same_count(bu
     assert check.check_name == "validation_held_out" and check.passed
     features = _materialization(scores_run, "gradient_features")
     assert features["checkpoints"].value == 2 and features["grad_type_train"].value == "adam"
-    # 10% of the 40 reasoning candidates warm up; 16 are scored (less any whose prompt fills 256 tokens)
+    # 10% of the 40 reasoning candidates warm up; 12 are scored (less any whose prompt fills 160 tokens;
+    # the held-out prompts are ~140)
     assert features["warmup_examples"].value == 4 - features["dropped_too_long_warmup"].value > 0
     scores = built.store.read("influence_scores")
     scored = scores.filter(~pc.field("heldout"))
     assert (
-        scored.num_rows == 16 - features["dropped_too_long_train"].value > 8
+        scored.num_rows == 12 - features["dropped_too_long_train"].value > 8
         and pc.min(scored.column("perplexity")).as_py() > 0
     )
     refs = built.store.read("reference_responses")

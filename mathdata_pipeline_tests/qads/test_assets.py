@@ -19,6 +19,7 @@ from mathdata_pipeline.qads.resources import KCenterSelector
 from mathdata_pipeline.sources.readers import read_records
 from mathdata_pipeline.sources.resources import DataSources
 from mathdata_pipeline.storage.resources import TableStore
+from mathdata_pipeline_tests.conftest import storage_with_benchmarks
 
 pytestmark = pytest.mark.slow
 
@@ -55,8 +56,8 @@ def _write_pools(folder, data_root):
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, data_root):
-    root = tmp_path_factory.mktemp("storage")
+def built(tmp_path_factory, data_root, benchmark_storage):
+    root = storage_with_benchmarks(benchmark_storage, tmp_path_factory.mktemp("storage"))
     pools = _write_pools(tmp_path_factory.mktemp("pools"), data_root)
     store = TableStore(root=str(root))
     resources = {
@@ -85,7 +86,7 @@ def built(tmp_path_factory, data_root):
                 run_config={"ops": {k: v for k, v in ops.items() if k in selection}},
             )
 
-        run(["eval_benchmarks", "contamination_index", "general_pool", "candidate_pool"])
+        run(["general_pool", "candidate_pool"])  # the benchmarks and their index come with the storage copy
         run(["seed_problems", "question_pool", "solutions"], "gsm8k")
         run(["embeddings", "quality_scores"])
         select = run(["selections", "mixture"], "openmathmix")

@@ -23,12 +23,14 @@ from mathdata_pipeline.engines.resources import LLMResource
 from mathdata_pipeline.qads.resources import KCenterSelector
 from mathdata_pipeline.sources.resources import DataSources
 from mathdata_pipeline.storage.resources import TableStore
+from mathdata_pipeline_tests.conftest import storage_with_benchmarks
 
 pytestmark = pytest.mark.slow
 
 # The base SmolLM2 writes general requests, not math problems (the paper's reason for QFT); the
 # judge runs with the paper's any-"yes" rule, which lets some through (its final-verdict parser is
-# tested in test_filters.py), and the difficulty filter uses the trained scorer. Responses cut off
+# tested in test_filters.py; 120 judge tokens reach the "yes" of the question that passes, near token
+# 80), and the difficulty filter uses the trained scorer. Responses cut off
 # at the token limit never vote, so the solver gets room to finish.
 ROLES = ("generator", "judge", "solver", "optimizer")
 ROLE_PROFILES = "".join(
@@ -43,7 +45,7 @@ SYNTH = {
     "max_tokens": 64,
     "solvability": True,
     "reference_verdict": True,
-    "judge_max_tokens": 160,
+    "judge_max_tokens": 120,
     "difficulty": "trained",
     "solver_samples": 2,
     "solver_max_tokens": 256,
@@ -52,7 +54,7 @@ SYNTH = {
 # The 135M solver seldom writes \boxed{} or "the answer is": the final-answer-marker rule (tested in
 # test_best_of_n.py) is off here so a response of the majority answer reaches the solutions.
 RESPONSES = {"final_answer_marker": False}
-SCORER = {"labelled_questions": 6, "samples_per_question": 2, "max_tokens": 96}
+SCORER = {"labelled_questions": 4, "samples_per_question": 2, "max_tokens": 64}
 
 # A tiny QFT on the math seeds, then QPO: the QFT model writes two questions, the optimizer rewrites
 # them and the judge checks every rewrite that parses (QPO's own training is tested in
@@ -71,28 +73,32 @@ QFT = {
     "judge_max_tokens": 48,
     "optimizer_profile": "role-optimizer",
 }
+# The trained generator's shard checks what wrote it and that it runs the same filters, not what
+# survives them: its judge and solver get short limits.
 TRAINED = {
     **SYNTH,
     "generator": "trained",
     "generator_profile": "",
     "questions_per_shard": 3,
     "max_tokens": 48,
+    "judge_max_tokens": 48,
+    "solver_max_tokens": 96,
 }
 
 
 @pytest.fixture(scope="module")
-def shard(tmp_path_factory, data_root):
+def shard(tmp_path_factory, data_root, benchmark_storage):
     configs = tmp_path_factory.mktemp("configs") / "configs"
     shutil.copytree(config_dir(), configs)
     with (configs / "engines.yaml").open("a", encoding="utf-8") as handle:
         handle.write(ROLE_PROFILES)
     with pytest.MonkeyPatch.context() as env:
         env.setenv("MATHDATA_CONFIG_DIR", str(configs))
-        yield from _materialize(tmp_path_factory, data_root)
+        yield from _materialize(tmp_path_factory, data_root, benchmark_storage)
 
 
-def _materialize(tmp_path_factory, data_root):
-    store = TableStore(root=str(tmp_path_factory.mktemp("storage")))
+def _materialize(tmp_path_factory, data_root, benchmark_storage):
+    store = TableStore(root=str(storage_with_benchmarks(benchmark_storage, tmp_path_factory.mktemp("storage"))))
     ledger = tmp_path_factory.mktemp("ledger")
     resources = {
         "store": store,
@@ -102,9 +108,6 @@ def _materialize(tmp_path_factory, data_root):
     }
     with dg.instance_for_test() as instance:
         register_seed_sources(instance)
-        dg.materialize(
-            ASSETS, selection=["eval_benchmarks", "contamination_index"], instance=instance, resources=resources
-        )
         dg.materialize(
             ASSETS, selection=["seed_problems"], partition_key="math", instance=instance, resources=resources
         )
@@ -260,7 +263,7 @@ def test_the_difficulty_scorer_is_fit_on_solver_fail_rates(shard):
     store, _, _, _, (_, _, scorer), _ = shard
     meta = _meta(scorer, "difficulty_scorer")
     labels = store.read("difficulty_scorer")
-    assert labels.num_rows == 6 and meta["n_train"].value + meta["n_heldout"].value == 6
+    assert labels.num_rows == 4 and meta["n_train"].value + meta["n_heldout"].value == 4
     assert set(labels.column("samples").to_pylist()) == {2}
     measured = [1 - c / s for c, s in zip(labels.column("correct").to_pylist(), labels.column("samples").to_pylist())]
     assert labels.column("fail_rate").to_pylist() == measured
