@@ -60,7 +60,9 @@ def has_runs(dagster_home: Path) -> bool:
 
 def start_webserver(dagster_home: Path, port: int, log_path: Path) -> subprocess.Popen:
     """`dagster-webserver` on 127.0.0.1:`port` for the repo's workspace and the instance at
-    `dagster_home`, in its own session (stopped by its process group, see `stop`)."""
+    `dagster_home`, in its own session (stopped by its process group, see `stop`). Like `make ui`,
+    it first copies the top-level `dagster.yaml` into `dagster_home` (no community dialog)."""
+    shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
     webserver = Path(sys.executable).with_name("dagster-webserver")
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "PYTHONPATH": str(REPO), "DAGSTER_DISABLE_TELEMETRY": "1"}
     command = [str(webserver), "-h", "127.0.0.1", "-p", str(port), "-w", str(REPO / "workspace.yaml")]
