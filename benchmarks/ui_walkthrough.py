@@ -2,8 +2,8 @@
 start `dagster-webserver` on 127.0.0.1 against the demo's instance and take screenshots with
 headless Chromium (Debian's `chromium`: `apt-get install -y chromium`) of the pages a new user
 walks: the Runs page (runs named by their stage-family job), the Overview timeline, an asset's
-checks page (results per partition), an asset's metadata (events with the inline charts, and the
-plots of numeric metadata) and the asset graph.
+checks page (results per partition, with the plots of the numbers they judged), an asset's
+metadata (its events, and its partitions with theirs) and the asset graph.
 
     .venv/bin/python benchmarks/ui_walkthrough.py SCREENSHOT_DIR [--dagster-home .dagster_home]
 
@@ -36,7 +36,7 @@ PAGES = [
     ("timeline.png", "/overview/activity/timeline", "the Overview timeline: the demo's jobs over time"),
     ("checks.png", "/assets/{checks_asset}?view=checks", "an asset's checks, each result with its partition"),
     ("metadata.png", "/assets/{plots_asset}?view=events", "an asset's latest materialization: metadata, charts"),
-    ("plots.png", "/assets/{plots_asset}?view=plots", "an asset's numeric metadata plotted per materialization"),
+    ("partitions.png", "/assets/{plots_asset}?view=partitions", "an asset's partitions, each with its metadata"),
     ("asset_graph.png", "/asset-groups", "the asset graph"),
 ]
 
