@@ -36,7 +36,7 @@ PAGES = [
     ("timeline.png", "/overview/activity/timeline", "the Overview timeline: the demo's jobs over time"),
     ("checks.png", "/assets/{checks_asset}?view=checks", "an asset's checks, each result with its partition"),
     ("metadata.png", "/assets/{plots_asset}?view=events", "an asset's latest materialization: metadata, charts"),
-    ("partitions.png", "/assets/{plots_asset}?view=partitions", "an asset's partitions, each with its metadata"),
+    ("partitions.png", "/assets/{plots_asset}?view=partitions&partition={partition}", "a partition and its metadata"),
     ("asset_graph.png", "/asset-groups", "the asset graph"),
 ]
 
@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dagster-home", default=os.environ.get("DAGSTER_HOME") or str(REPO / ".dagster_home"))
     parser.add_argument("--checks-asset", default="mixture", help="asset whose checks page is shot")
     parser.add_argument("--plots-asset", default="rejection_samples", help="asset whose metadata and plots are shot")
+    parser.add_argument("--partition", default="math", help="partition of --plots-asset whose page is shot")
     parser.add_argument("--window-size", default="1400,1000", help="browser window, WIDTH,HEIGHT")
     parser.add_argument("--budget-ms", type=int, default=15000, help="virtual time each page gets to load")
     parser.add_argument("--quick", action="store_true", help="the Runs page only; skip without a demo instance")
@@ -147,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         wait_ready(port, process)
         for name, page, what in PAGES[:1] if args.quick else PAGES:
-            url = f"http://127.0.0.1:{port}" + page.format(checks_asset=args.checks_asset, plots_asset=args.plots_asset)
+            url = f"http://127.0.0.1:{port}" + page.format(
+                checks_asset=args.checks_asset, plots_asset=args.plots_asset, partition=args.partition
+            )
             started = time.monotonic()
             screenshot(browser, url, out / name, window=args.window_size, budget_ms=args.budget_ms)
             taken[name] = round(time.monotonic() - started, 1)
