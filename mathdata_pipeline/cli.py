@@ -199,9 +199,10 @@ def _add_grade_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_trace_command(subparsers: argparse._SubParsersAction) -> None:
-    """`mathdata trace ROW_ID [--storage ROOT] [--json]`: the history of one mixture row."""
+    """`mathdata trace ROW_ID [--storage ROOT] [--json]`: the history of one mixture row, with the
+    Dagster runs (id, job, time) that wrote its tables when `DAGSTER_HOME` names the instance."""
     parser = subparsers.add_parser(
-        "trace", help="print the history of a mixture row (seed, generation, grade, selection)"
+        "trace", help="print the history of a mixture row (seed, generation, grade, selection, the runs that made it)"
     )
     parser.add_argument("row_id", help="the `row_id` of a mixture row (mx-…)")
     parser.add_argument("--storage", default="", help="storage root; default $MATHDATA_STORAGE or ./storage")
@@ -214,11 +215,12 @@ def _run_trace(args: argparse.Namespace) -> int:
 
     from upath import UPath
 
+    from mathdata_pipeline.common.metadata import instance_run_lookup
     from mathdata_pipeline.mixtures.trace import format_history, trace_row
 
     root = UPath(args.storage or os.environ.get("MATHDATA_STORAGE") or "storage")
     try:
-        history = trace_row(root, args.row_id)
+        history = trace_row(root, args.row_id, runs=instance_run_lookup())
     except KeyError as error:
         print(f"mathdata trace: error: {error.args[0]}", file=sys.stderr)
         return EXIT_USAGE

@@ -15,6 +15,7 @@ from graphlib import TopologicalSorter
 from pathlib import Path
 
 import dagster as dg
+import pyarrow.compute as pc
 import yaml
 
 from mathdata_pipeline.automation import (
@@ -29,6 +30,7 @@ from mathdata_pipeline.common.paths import config_dir
 from mathdata_pipeline.definitions import defs
 from mathdata_pipeline.run_config import check_run_config_file
 from mathdata_pipeline.sources.config import data_dir
+from mathdata_pipeline.storage.resources import TableStore
 
 
 def materialization_plan(
@@ -53,11 +55,13 @@ def materialization_plan(
 
 def demo_run_config(path: Path) -> dict:
     """A YAML file of the demo (`demo.yaml`: run config with `ops:` per asset; `demo-partitions.yaml`:
-    partitions per asset), empty when the file does not exist."""
+    partitions per asset; `demo-relaxed.yaml`: what is relaxed per asset), empty when the file does
+    not exist."""
     return yaml.safe_load(path.read_text()) or {} if path.exists() else {}
 
 
 DEMO_TAG = "mathdata/demo"
+RELAXED_TAG = "mathdata/demo_relaxed"
 
 
 def main() -> int:
@@ -87,22 +91,69 @@ def main() -> int:
 
 
 def launch(
-    instance: dg.DagsterInstance, key: dg.AssetKey, partition: str | None, op_config: dict
+    instance: dg.DagsterInstance, key: dg.AssetKey, partition: str | None, op_config: dict, relaxed: str = ""
 ) -> dg.ExecuteInProcessResult:
     """Materialize one asset partition as a run of its stage-family job (`automation.FAMILIES`),
     in this process, tagged as a demo run with its partition (`mathdata/spec`, `mathdata/source`,
     `mathdata/shard`) and with this process as its worker. `op_config` is {asset name: {config}}
-    or empty. Returns Dagster's result (never raises on a step failure)."""
+    or empty; `relaxed`, what the demo relaxes for this asset (`demo-relaxed.yaml`): tagged
+    `mathdata/demo_relaxed` and, after a success, recorded as an observation of the asset partition
+    with metadata `demo_relaxed`. Returns Dagster's result (never raises on a step failure)."""
     job = defs.resolve_job_def(family_job_name(key.path[-1]))
     partitions_def = defs.resolve_assets_def(key).partitions_def
-    return job.execute_in_process(
+    tags = {DEMO_TAG: "true", **partition_tags(partitions_def, partition), **worker_tags()}
+    result = job.execute_in_process(
         run_config={"ops": op_config, "loggers": {"console": {"config": {"log_level": "INFO"}}}},
         instance=instance,
         partition_key=partition,
         asset_selection=[key],
-        tags={DEMO_TAG: "true", **partition_tags(partitions_def, partition), **worker_tags()},
+        tags={**tags, RELAXED_TAG: relaxed} if relaxed else tags,
         raise_on_error=False,
     )
+    if relaxed and result.success:
+        note = {"demo_relaxed": dg.MetadataValue.text(relaxed)}
+        instance.report_runless_asset_event(dg.AssetObservation(asset_key=key, partition=partition, metadata=note))
+    return result
+
+
+GENERATING_METHODS = ("dart", "mugglemath", "scalequest")
+SUMMARY_SPECS = ["openmathmix", "openmathmix-pruned"]  # the mixtures the demo's last lines describe
+
+
+def mixture_summary(store: TableStore, specs: list[str]) -> list[str]:
+    """Lines saying what the mixtures of `specs` hold: rows by origin, the generated rows by method
+    (DART rows have origin `seed`, so only the method tells them apart) with one row id of each to
+    pass to `mathdata trace`, and the rows the spec pruned by influence. Specs without a table are
+    skipped."""
+    solutions = store.read_all_if_exists("solutions", columns=["sample_id", "method"])
+    method_of = dict(zip(*(c.to_pylist() for c in solutions.columns))) if solutions is not None else {}
+    lines = []
+    for spec in specs:
+        mixture = store.read_if_exists("mixture", spec, columns=["row_id", "origin", "sample_id"])
+        if mixture is None:
+            continue
+        by_origin = {c["values"]: c["counts"] for c in pc.value_counts(mixture.column("origin")).to_pylist()}
+        example: dict[str, str] = {}
+        counts = dict.fromkeys(GENERATING_METHODS, 0)
+        for row_id, sample_id in zip(mixture.column("row_id").to_pylist(), mixture.column("sample_id").to_pylist()):
+            method = method_of.get(sample_id)
+            if method in counts:
+                counts[method] += 1
+                example.setdefault(method, row_id)
+        lines.append(f"mixture {spec}: {mixture.num_rows} rows, by_origin {dict(sorted(by_origin.items()))}")
+        lines.append(f"  generated rows by method: {counts}")
+        lines += [f"  trace a {method} row: mathdata trace {row_id}" for method, row_id in example.items()]
+        lines += _pruned_line(store, spec)
+    return lines
+
+
+def _pruned_line(store: TableStore, spec: str) -> list[str]:
+    """'pruned by influence: N rows' for a spec whose selections pruned rows (none otherwise)."""
+    selections = store.read_if_exists("selections", spec, columns=["decision"])
+    if selections is None:
+        return []
+    pruned = sum(1 for d in selections.column("decision").to_pylist() if d and d.startswith("pruned"))
+    return [f"  pruned by influence: {pruned} rows"] if pruned else []
 
 
 def _materialize_plan(
@@ -110,13 +161,16 @@ def _materialize_plan(
 ) -> int:
     """One run per asset partition of the plan (see `launch`); stop at the first failure. Returns
     the exit code."""
+    timings: dict[str, float] = {}
+    relaxed = demo_run_config(config_dir() / "demo-relaxed.yaml")
     for key, partition in materialization_plan(defs, instance, only):
         label = key.to_user_string() + (f"[{partition}]" if partition else "")
         op_config = {key.path[-1]: run_config[key.path[-1]]} if key.path[-1] in run_config else {}
         t0 = time.monotonic()
-        result = launch(instance, key, partition, op_config)
+        result = launch(instance, key, partition, op_config, relaxed.get(key.path[-1], ""))
         status = "ok" if result.success else "FAILED"
         elapsed = time.monotonic() - t0
+        timings[label] = elapsed
         print(f"[demo] {label:<40} {status} in {elapsed:5.1f}s  {result.job_def.name} run {result.run_id}", flush=True)
         if not result.success:
             for event in result.get_step_failure_events():
@@ -127,7 +181,11 @@ def _materialize_plan(
                 )
             return 1
     storage = os.environ.get("MATHDATA_STORAGE", "storage")
-    print(f"\n[demo] done in {time.monotonic() - started:.0f}s")
+    print(f"\n[demo] done in {time.monotonic() - started:.0f}s; slowest steps:")
+    for label, seconds in sorted(timings.items(), key=lambda item: -item[1])[:6]:
+        print(f"[demo]   {label:<40} {seconds:5.1f}s")
+    for line in mixture_summary(TableStore(root=storage), SUMMARY_SPECS):
+        print(f"[demo] {line}")
     print(
         f"[demo] tables (Parquet, readable with pyarrow.dataset): {Path(storage).resolve()}/<asset>/<partition>.parquet"
     )

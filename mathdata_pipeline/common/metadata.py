@@ -1,7 +1,11 @@
-"""Materialization metadata every table reports: row count, schema, preview, column statistics."""
+"""Materialization metadata every table reports (row count, schema, preview, column statistics),
+and which run wrote a table."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
@@ -59,3 +63,31 @@ def markdown_table(rows: dict[str, dict[str, Any]], key_label: str) -> str:
 
 def _display(value: Any) -> str:
     return "" if value is None else display_number(value)
+
+
+def materialization_run(instance: dg.DagsterInstance, asset: str, partition: str | None) -> dict[str, Any] | None:
+    """The run that wrote the current table of `asset` (slash-separated key) and `partition` (None:
+    unpartitioned): {"run_id", "job", "materialized_at" (ISO 8601, UTC)} of its latest
+    materialization in `instance`, or None when the instance has none."""
+    key = dg.AssetKey(asset.split("/"))
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition is not None else None), limit=1
+    ).records
+    if not records:
+        return None
+    record = records[0]
+    run = instance.get_run_by_id(record.run_id)
+    return {
+        "run_id": record.run_id,
+        "job": run.job_name if run else None,
+        "materialized_at": datetime.fromtimestamp(record.timestamp, tz=UTC).isoformat(timespec="seconds"),
+    }
+
+
+def instance_run_lookup() -> Callable[[str, str | None], dict[str, Any] | None] | None:
+    """`materialization_run` bound to the Dagster instance at `DAGSTER_HOME`, for `mathdata trace`;
+    None when `DAGSTER_HOME` is not set (no instance to ask)."""
+    if not os.environ.get("DAGSTER_HOME"):
+        return None
+    instance = dg.DagsterInstance.get()
+    return lambda asset, partition: materialization_run(instance, asset, partition)

@@ -43,13 +43,16 @@ def candidate_rows(
     `general_pool` (id and problem = `row_id`; the first user turn is the question and the first
     assistant turn the response); the `candidate_pool` (id = `row_id`, its own kind, problem and
     evaluation flag, origin `open`); `evaluation_sources`, the general sets marked as evaluation
-    splits; `max_per_group`, when > 0, keeps at most that many rows per (kind, source, origin),
-    chosen by a seeded hash (the demo's CPU budget; 0 keeps everything).
+    splits; `max_per_group`, when > 0, keeps at most that many rows per (kind, source, origin,
+    method), chosen by a seeded hash (the demo's CPU budget; 0 keeps everything), so a few DART
+    rows (origin seed, method dart) are not sampled away among thousands of seed solutions.
     Output: CANDIDATE_SCHEMA rows, sorted by id.
     """
-    rows = []
+    rows, methods = [], {}
     if solutions is not None:
-        for r in solutions.select(["sample_id", "problem_id", "source", "origin", "question", "response"]).to_pylist():
+        columns = ["sample_id", "problem_id", "source", "origin", "method", "question", "response"]
+        for r in solutions.select(columns).to_pylist():
+            methods[r["sample_id"]] = r["method"]
             rows.append(
                 {
                     "candidate_id": r["sample_id"],
@@ -93,7 +96,8 @@ def candidate_rows(
     if max_per_group > 0:
         groups: dict[tuple, list[dict]] = {}
         for row in rows:
-            groups.setdefault((row["kind"], row["source"], row["origin"]), []).append(row)
+            key = (row["kind"], row["source"], row["origin"], methods.get(row["candidate_id"], ""))
+            groups.setdefault(key, []).append(row)
         rows = [
             row
             for members in groups.values()

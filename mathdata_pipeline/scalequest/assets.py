@@ -1,6 +1,7 @@
 """ScaleQuest stages: `question_generator` (QFT, QPO), `synthesized_questions` (prefix trick +
 filters) and `synthesized_responses` (best of n)."""
 
+import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Literal
@@ -23,6 +24,8 @@ from mathdata_pipeline.decontamination.checks import contamination_check, contam
 from mathdata_pipeline.decontamination.index import ContaminationIndex
 from mathdata_pipeline.engines.base import Request, SamplingParams
 from mathdata_pipeline.engines.factory import load_profile
+from mathdata_pipeline.engines.fingerprint import file_digest
+from mathdata_pipeline.engines.local import embedded_gguf_path
 from mathdata_pipeline.engines.resources import LLMResource
 from mathdata_pipeline.engines.runner import GenerationStats
 from mathdata_pipeline.grading import Grader
@@ -39,6 +42,7 @@ from mathdata_pipeline.scalequest.difficulty import (
 from mathdata_pipeline.scalequest.filters import difficulty_scores_from_model
 from mathdata_pipeline.scalequest.generator import (
     DEFAULT_VARIANT,
+    GeneratorRun,
     QpoPlan,
     gguf_template_for,
     latest_stage,
@@ -46,6 +50,12 @@ from mathdata_pipeline.scalequest.generator import (
     variant_dir,
 )
 from mathdata_pipeline.scalequest.prefix import clean_question, judge_messages, resolve_prefix, synthesis_requests
+from mathdata_pipeline.scalequest.reuse import (
+    forget_generator,
+    generator_fingerprint,
+    record_generator,
+    reusable_generator,
+)
 from mathdata_pipeline.scalequest.rows import kept_responses, question_rows
 from mathdata_pipeline.scalequest.synthesis import (
     FilterRun,
@@ -72,6 +82,11 @@ class GeneratorConfig(dg.Config):
     )
     prefix: PrefixName = Field(
         default="auto", description="user-turn prefix: auto = from the base model's chat template"
+    )
+    prefix_system: str = Field(
+        default="",
+        description="auto prefix: system message it opens with (empty = the template's own; not in the paper, "
+        "a steer for a small generator; synthesized_questions must use the same)",
     )
     generator_profile: str = Field(
         default="",
@@ -168,21 +183,71 @@ def question_generator(
 ) -> dg.MaterializeResult:
     """QFT (and QPO) of the question generator `variant`; the trained model sits under
     `<storage>/question_generator/<variant>/{qft,qpo}/` as merged weights (`hf/`) and, when it is
-    served by llama.cpp, `model.gguf`."""
+    served by llama.cpp, `model.gguf`. A variant already trained from the same base, seed questions,
+    prefix, settings and engine profiles is reused (metadata `reused`, `fingerprint`)."""
     serving = llm.profile_name(config.generator_profile)
+    base_config = model_config(config.base)
     gguf_template, gguf_skipped = gguf_template_for(
-        load_profile(serving).backend, serving, model_config(config.base), config.gguf_template
+        load_profile(serving).backend, serving, base_config, config.gguf_template
     )
-    prefix = resolve_prefix(config.prefix, chat_template(config.base))
+    prefix = resolve_prefix(config.prefix, chat_template(config.base), config.prefix_system)
     seeds = store.read_all("seed_problems", columns=["problem_id", "question", "reference_answer"])
-    seeds = solver_subset(seeds, max_questions=config.qft_questions, salt="qft")
+    questions = solver_subset(seeds, max_questions=config.qft_questions, salt="qft").column("question").to_pylist()
     root, stats = variant_dir(_generator_root(store), config.variant), []
+    qft, qpo = config.qft_config(gguf_template), config.qpo_plan(gguf_template)
+    key = generator_fingerprint(
+        base_identity=_base_identity(config.base, base_config),
+        questions=questions,
+        prefix=prefix,
+        qft=qft,
+        qpo=qpo,
+        profiles=_qpo_profiles(config, llm),
+    )
+    reused = reusable_generator(root, key)
+    if reused is not None:
+        context.log.info(f"question generator {config.variant!r} with fingerprint {key} already trained: reused")
+    else:
+        forget_generator(root)
+        run = _train_generator(context, config, llm, questions, prefix, root, qft, qpo, stats)
+        record_generator(root, key, run.metadata())
+    metadata = {**(reused or run.metadata()), "reused": reused is not None, "fingerprint": key}
+    metadata.update({"variant": config.variant, "gguf": gguf_skipped or "model.gguf written"})
+    metadata["qft_model"] = dg.MetadataValue.path(str(root / "qft"))
+    if config.qpo and reused is None:
+        metadata.update(generation_metadata(GenerationStats.combine(stats)))
+    if metadata["latest"] == "qpo":
+        metadata["qpo_model"] = dg.MetadataValue.path(str(root / "qpo"))
+    return dg.MaterializeResult(metadata=metadata)
+
+
+def _base_identity(base: str, base_config: dict) -> str:
+    """What names the base model's weights for the generator's fingerprint: the embedded GGUF's
+    digest, or the name with its transformers config."""
+    if base == "embedded":
+        return f"embedded@{file_digest(embedded_gguf_path())}"
+    return base + json.dumps(base_config, sort_keys=True, default=str)
+
+
+def _qpo_profiles(config: GeneratorConfig, llm: LLMResource) -> dict[str, str]:
+    """The engine profiles QPO's questions, rewrites and judgements come from (empty without QPO)."""
+    if not config.qpo:
+        return {}
+    profiles = {"generator": llm.profile_name(config.generator_profile)}
+    profiles["optimizer"] = llm.profile_name(config.optimizer_profile)
+    if config.qpo_judge:
+        profiles["judge"] = llm.profile_name(config.judge_profile)
+    return profiles
+
+
+def _train_generator(context, config, llm, questions, prefix, root, qft, qpo, stats) -> GeneratorRun:
+    """Train the generator variant at `root` (QFT, then QPO with the engines of `config`); the
+    engines' generation stats go to `stats`."""
     run = train_question_generator(
-        seeds.column("question").to_pylist(),
+        questions,
         prefix,
         root,
-        config.qft_config(gguf_template),
-        config.qpo_plan(gguf_template),
+        qft,
+        qpo,
         generate_questions=llm.generate_fn(
             context, stats, ledger_name="qpo", profile=config.generator_profile, model_dir=root / "qft"
         ),
@@ -194,13 +259,7 @@ def question_generator(
     )
     if run.skipped:
         context.log.warning(f"QPO skipped: {run.skipped}")
-    metadata = {**run.metadata(), "variant": config.variant, "gguf": gguf_skipped or "model.gguf written"}
-    metadata["qft_model"] = dg.MetadataValue.path(str(root / "qft"))
-    if config.qpo:
-        metadata.update(generation_metadata(GenerationStats.combine(stats)))
-    if run.qpo is not None:
-        metadata["qpo_model"] = dg.MetadataValue.path(str(root / "qpo"))
-    return dg.MaterializeResult(metadata=metadata)
+    return run
 
 
 class SynthesisConfig(dg.Config):
@@ -225,6 +284,11 @@ class SynthesisConfig(dg.Config):
     )
     prefix: PrefixName = Field(
         default="auto", description="user-turn prefix: auto = from the generator's chat template"
+    )
+    prefix_system: str = Field(
+        default="",
+        description="auto prefix: system message it opens with (empty = the template's own; not in the paper, "
+        "a steer for a small generator; use the question_generator's)",
     )
     questions_per_shard: int = Field(default=2000, ge=1, description="questions generated per shard")
     temperature: float = Field(default=1.0, ge=0.0, le=5.0)
@@ -295,7 +359,7 @@ def _generate_questions(
     trained = config.generator == "trained"
     model_dir = latest_stage(variant_dir(_generator_root(store), config.generator_variant)) if trained else None
     engine = llm.engine(config.generator_profile, model_dir)
-    prefix = resolve_prefix(config.prefix, engine.chat_template())
+    prefix = resolve_prefix(config.prefix, engine.chat_template(), config.prefix_system)
     generator_id = engine.info.model_id + (f"@{engine.info.revision}" if model_dir else "")
     requests = synthesis_requests(
         prefix,

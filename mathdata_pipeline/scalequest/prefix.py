@@ -133,18 +133,22 @@ def prefix_from_chat_template(
     return QuestionPrefix(prefix=prefix, stop=stop, end_of_turn=end_of_turn)
 
 
-def resolve_prefix(name: str, chat_template: str | None) -> QuestionPrefix:
+def resolve_prefix(name: str, chat_template: str | None, system: str = "") -> QuestionPrefix:
     """The prefix called `name`: a preset of `PREFIX_PRESETS`, or "auto" = derived from the engine's
-    `chat_template` (ValueError when the engine does not expose one: name a preset instead)."""
+    `chat_template` (ValueError when the engine does not expose one: name a preset instead).
+    `system`: with "auto", a system message the prefix opens with ("" = whatever the template adds
+    by itself); a preset has its own, so a `system` with a preset is a ValueError."""
     if name != "auto":
         if name not in PREFIX_PRESETS:
             raise ValueError(f"unknown prefix {name!r}; use 'auto' or one of {', '.join(PREFIX_PRESETS)}")
+        if system:
+            raise ValueError(f"prefix_system needs prefix 'auto'; the preset {name!r} has its own system turn")
         return PREFIX_PRESETS[name]
     if not chat_template:
         raise ValueError(
             "prefix 'auto' needs an engine that exposes its chat template (local or vllm); name a preset instead"
         )
-    return prefix_from_chat_template(chat_template)
+    return prefix_from_chat_template(chat_template, system=system or None)
 
 
 def synthesis_requests(

@@ -13,6 +13,7 @@ from mathdata_pipeline.scalequest.prefix import (
     clean_question,
     judge_messages,
     prefix_from_chat_template,
+    resolve_prefix,
     response_messages,
     synthesis_requests,
 )
@@ -73,6 +74,15 @@ def test_deepseek_template_matches_the_preset_prefix_and_turn_end():
 def test_system_message_goes_into_the_prefix():
     prefix = prefix_from_chat_template(QWEN2_TEMPLATE, system="Write hard problems.")
     assert prefix.prefix == "<|im_start|>system\nWrite hard problems.<|im_end|>\n<|im_start|>user\n"
+
+
+def test_resolve_prefix_puts_prefix_system_into_the_auto_prefix_and_refuses_it_with_a_preset():
+    steered = resolve_prefix("auto", QWEN2_TEMPLATE, "Write one math word problem.")
+    assert steered.prefix == "<|im_start|>system\nWrite one math word problem.<|im_end|>\n<|im_start|>user\n"
+    assert resolve_prefix("auto", QWEN2_TEMPLATE) == resolve_prefix("auto", QWEN2_TEMPLATE, "")
+    assert resolve_prefix("auto", QWEN2_TEMPLATE).prefix.startswith("<|im_start|>system\nYou are a helpful")
+    with pytest.raises(ValueError, match="prefix_system needs prefix 'auto'"):
+        resolve_prefix("qwen2-math", None, "Write one math word problem.")
 
 
 def test_template_that_repeats_the_message_is_refused():
