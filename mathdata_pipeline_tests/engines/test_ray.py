@@ -11,7 +11,7 @@ import signal
 import pytest
 
 from mathdata_pipeline.engines.base import Completion, EngineUnavailable, Request, SamplingParams
-from mathdata_pipeline.engines.factory import build_engine
+from mathdata_pipeline.engines.factory import ProfileError, RayProfile, build_engine, validate_profile
 from mathdata_pipeline.engines.ledger import RequestLedger
 from mathdata_pipeline.engines.ray_engine import RayEngine
 from mathdata_pipeline.engines.runner import LedgerStream, run_requests
@@ -38,6 +38,15 @@ def cluster():
         yield cluster
     finally:
         cluster.shutdown()
+
+
+def test_a_ray_profile_runs_one_engine_per_actor():
+    profile = validate_profile("p", {"backend": "ray", "engine": {"backend": "vllm", "model": "m"}})
+    assert isinstance(profile, RayProfile) and profile.address == "auto" and profile.replicas == 0
+    with pytest.raises(ProfileError, match="engine.replicas must be 1"):
+        validate_profile("p", {"backend": "ray", "engine": {"backend": "local", "replicas": 2}})
+    with pytest.raises(ProfileError, match="engine.n_gpus: not a setting"):
+        validate_profile("p", {"backend": "ray", "engine": {"backend": "local", "n_gpus": 1}})
 
 
 def test_a_cluster_that_is_not_there_is_a_transient_fault_at_once():
