@@ -56,19 +56,13 @@ def _engine(address: str, replicas: int):
     return engine
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="CI-sized run")
-    parser.add_argument("--requests", type=int, default=0, help="requests per path (default 32, quick 8)")
-    parser.add_argument("--max-tokens", type=int, default=0, help="tokens per request at most (default 64, quick 32)")
-    args = parser.parse_args()
-    count = args.requests or (8 if args.quick else 32)
-    max_tokens = args.max_tokens or (32 if args.quick else 64)
-    chunk = 4
-
+def ray_part(count: int, max_tokens: int) -> dict:
+    """Run the comparison on a fresh local cluster (stopped at the end); print both rates and
+    return the headline figures (requests/s per path, their ratio, requests per worker)."""
     import ray
     from ray.cluster_utils import Cluster
 
+    chunk = 4
     cluster = Cluster(
         initialize_head=True,
         head_node_args={"num_cpus": 0, "include_dashboard": False, "object_store_memory": _OBJECT_STORE},
@@ -102,20 +96,25 @@ def main() -> None:
         print(f"{name}: {count} requests, {tokens[name]} tokens in {seconds[name]:.2f} s = {rate[name]:.2f} requests/s")
     ratio = rate["two_workers"] / rate["one_worker"]
     print(f"ratio {ratio:.2f} (ideal 2 with two free cores; this machine has 2 vCPU shared with other jobs)")
-    print(
-        json.dumps(
-            {
-                "benchmark": "distributed",
-                "part": "ray",
-                "requests": count,
-                "max_tokens": max_tokens,
-                "one_worker_requests_per_second": round(rate["one_worker"], 3),
-                "two_workers_requests_per_second": round(rate["two_workers"], 3),
-                "ratio": round(ratio, 3),
-                "requests_per_worker": served,
-            }
-        )
-    )
+    return {
+        "requests": count,
+        "max_tokens": max_tokens,
+        "one_worker_requests_per_second": round(rate["one_worker"], 3),
+        "two_workers_requests_per_second": round(rate["two_workers"], 3),
+        "ratio": round(ratio, 3),
+        "requests_per_worker": served,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="CI-sized run")
+    parser.add_argument("--requests", type=int, default=0, help="requests per path (default 32, quick 8)")
+    parser.add_argument("--max-tokens", type=int, default=0, help="tokens per request at most (default 64, quick 32)")
+    args = parser.parse_args()
+    count = args.requests or (8 if args.quick else 32)
+    max_tokens = args.max_tokens or (32 if args.quick else 64)
+    print(json.dumps({"benchmark": "distributed", "part": "ray", **ray_part(count, max_tokens)}))
 
 
 if __name__ == "__main__":
