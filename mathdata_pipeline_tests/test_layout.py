@@ -116,7 +116,7 @@ def test_a_config_with_nonsense_is_rejected_before_a_run(tmp_path):
 
 def test_engine_profiles_validate_per_backend(tmp_path):
     for name in yaml.safe_load((REPO_ROOT / "configs" / "engines.yaml").read_text())["profiles"]:
-        assert load_profile(name).backend in ("local", "openai", "vllm")
+        assert load_profile(name).backend in ("local", "openai", "vllm", "ray")
     with pytest.raises(ProfileError, match=r"profile 'typo'.*max_concurency: not a setting of this backend"):
         validate_profile(
             "typo", {"backend": "openai", "base_url": "http://127.0.0.1:1/v1", "model": "m", "max_concurency": 4}

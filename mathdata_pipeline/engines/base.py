@@ -108,6 +108,11 @@ class PromptTooLong(ValueError):
     """A prompt (or prompt + completion, when scoring) that does not fit the model's context."""
 
 
+class EngineUnavailable(ConnectionError):
+    """The engine cannot be reached right now (a Ray cluster that does not answer, every replica
+    dead): a transient fault, so the step that met it may be retried; the message names the engine."""
+
+
 @dataclass
 class EngineInfo:
     """Identity of the model behind an engine; `model_id` goes into every ledger key."""

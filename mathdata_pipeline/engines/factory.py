@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from mathdata_pipeline.common.paths import config_dir
 from mathdata_pipeline.engines.base import Engine
@@ -77,7 +77,36 @@ class VLLMProfile(_Profile):
     )
 
 
-EngineProfile = Annotated[LocalProfile | OpenAIProfile | VLLMProfile, Field(discriminator="backend")]
+class RayProfile(_Profile):
+    """Engine replicas as Ray actors across a Ray cluster's nodes (the `ray` extra): each actor
+    runs the `engine` profile on its node; the ledger and the dispatch stay in the Dagster process."""
+
+    backend: Literal["ray"]
+    address: str = Field(
+        default="auto",
+        description="Ray cluster for ray.init: auto (this machine's cluster or $RAY_ADDRESS), "
+        "host:port of the head's GCS, or ray://host:10001 (Ray Client)",
+    )
+    replicas: int = Field(
+        default=0, ge=0, description="engine actors; 0 = one per num_gpus GPUs of the cluster, or one per CPU node"
+    )
+    num_gpus: float | None = Field(
+        default=None, ge=0, description="GPUs reserved per actor; empty = tensor_parallel_size for vllm, 0 for local"
+    )
+    num_cpus: float = Field(default=1.0, ge=0, description="CPUs reserved per actor")
+    engine: Annotated[LocalProfile | VLLMProfile, Field(discriminator="backend")] = Field(
+        description="the engine each actor builds (a local or vllm profile, with replicas: 1)"
+    )
+
+    @model_validator(mode="after")
+    def _one_engine_per_actor(self) -> RayProfile:
+        if self.engine.replicas != 1:
+            raise ValueError("engine.replicas must be 1: set `replicas` on the ray profile (one engine per actor)")
+        return self
+
+
+AnyProfile = LocalProfile | OpenAIProfile | VLLMProfile | RayProfile
+EngineProfile = Annotated[AnyProfile, Field(discriminator="backend")]
 _PROFILE = TypeAdapter(EngineProfile)
 
 
@@ -85,7 +114,7 @@ class ProfileError(ValueError):
     """An engine profile that is missing or does not validate; the message names profile, file and key."""
 
 
-def load_profile(name: str, path: Path | str | None = None) -> LocalProfile | OpenAIProfile | VLLMProfile:
+def load_profile(name: str, path: Path | str | None = None) -> AnyProfile:
     """The validated profile `name` from `path` or `<config_dir>/engines.yaml`.
 
     Raises ProfileError naming the file and the known profiles when `name` is not one of them, and
@@ -98,23 +127,21 @@ def load_profile(name: str, path: Path | str | None = None) -> LocalProfile | Op
     return validate_profile(name, profiles[name], source=str(path))
 
 
-def validate_profile(
-    name: str, settings: dict, *, source: str = "engines.yaml"
-) -> LocalProfile | OpenAIProfile | VLLMProfile:
+def validate_profile(name: str, settings: dict, *, source: str = "engines.yaml") -> AnyProfile:
     """`settings` checked against its backend's profile; ProfileError names `source`, `name` and the key."""
     try:
         return _PROFILE.validate_python(settings)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            location = [str(part) for part in error["loc"] if str(part) not in ("local", "openai", "vllm")]
+            location = [str(part) for part in error["loc"] if str(part) not in ("local", "openai", "vllm", "ray")]
             key = ".".join(location) or "backend"
             message = "not a setting of this backend" if error["type"] == "extra_forbidden" else error["msg"]
             problems.append(f"{key}: {message}")
         raise ProfileError(f"{source}: profile {name!r}: " + "; ".join(problems)) from exc
 
 
-def for_trained_model(profile: LocalProfile | OpenAIProfile | VLLMProfile, model_dir: Path | str):
+def for_trained_model(profile: AnyProfile, model_dir: Path | str):
     """The profile's backend pointed at a model trained by the pipeline (`model_dir` holds `hf/`
     and, where exported, `model.gguf`): the GGUF for `local` (model id "<parent>/<folder>", e.g.
     "question_generator/qft"), the merged folder for `vllm`.
@@ -132,7 +159,9 @@ def for_trained_model(profile: LocalProfile | OpenAIProfile | VLLMProfile, model
         )
     if isinstance(profile, VLLMProfile):
         return profile.model_copy(update={"model": str(model_dir / "hf"), "tokenizer": None})
-    raise ValueError(f"a trained model runs on the local or vllm backend, not {profile.backend!r}")
+    if isinstance(profile, RayProfile):
+        return profile.model_copy(update={"engine": for_trained_model(profile.engine, model_dir)})
+    raise ValueError(f"a trained model runs on the local, vllm or ray backend, not {profile.backend!r}")
 
 
 def replica_layout(profile: LocalProfile | VLLMProfile) -> tuple[int, list[dict[str, str]]]:
@@ -157,11 +186,13 @@ def replica_layout(profile: LocalProfile | VLLMProfile) -> tuple[int, list[dict[
     return count, [{"CUDA_VISIBLE_DEVICES": ",".join(devices[i * group : (i + 1) * group])} for i in range(count)]
 
 
-def build_engine(profile: LocalProfile | OpenAIProfile | VLLMProfile | dict) -> Engine:
+def build_engine(profile: AnyProfile | dict) -> Engine:
     """An engine from a validated profile (a plain dict is validated first); a profile with
     several replicas becomes a `ReplicaEngine` of single-replica engines in worker processes."""
     if isinstance(profile, dict):
         profile = validate_profile("(inline)", profile)
+    if isinstance(profile, RayProfile):
+        return _ray_engine(profile)
     if not isinstance(profile, OpenAIProfile) and profile.replicas != 1:
         from mathdata_pipeline.engines.local import usable_cores
         from mathdata_pipeline.engines.replicas import ReplicaEngine
@@ -186,3 +217,21 @@ def build_engine(profile: LocalProfile | OpenAIProfile | VLLMProfile | dict) -> 
     if settings["model"] == "embedded":
         settings["model"] = str(embedded_gguf_path())
     return VLLMEngine(**settings)
+
+
+def _ray_engine(profile: RayProfile) -> Engine:
+    """A RayEngine whose actors each build `profile.engine` (vLLM actors reserve their
+    tensor_parallel_size GPUs unless `num_gpus` says otherwise)."""
+    from mathdata_pipeline.engines.ray_engine import RayEngine
+
+    inner = profile.engine
+    is_vllm = isinstance(inner, VLLMProfile)
+    num_gpus = profile.num_gpus if profile.num_gpus is not None else (inner.tensor_parallel_size if is_vllm else 0)
+    return RayEngine(
+        inner.model_dump(),
+        address=profile.address,
+        replicas=profile.replicas,
+        num_gpus=num_gpus,
+        num_cpus=profile.num_cpus,
+        max_calls=inner.max_num_seqs if is_vllm else 1,
+    )

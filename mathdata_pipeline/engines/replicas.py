@@ -18,6 +18,7 @@ from mathdata_pipeline.engines.base import (
     Engine,
     EngineInfo,
     EngineStream,
+    EngineUnavailable,
     Request,
     RequestError,
     Result,
@@ -128,7 +129,7 @@ class ReplicaEngine(Engine):
     def _live(self) -> list[_Replica]:
         live = [r for r in self._replicas if r.alive and r.process.is_alive()]
         if not live:
-            raise RuntimeError("every replica has died")
+            raise EngineUnavailable("every replica has died")
         return live
 
     def chat_template(self) -> str | None:

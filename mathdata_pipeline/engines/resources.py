@@ -24,7 +24,7 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from mathdata_pipeline.common.names import path_component
-from mathdata_pipeline.engines.base import Engine, Request, TokenScore
+from mathdata_pipeline.engines.base import Engine, EngineUnavailable, Request, TokenScore
 from mathdata_pipeline.engines.factory import DEFAULT_PROFILE, build_engine, for_trained_model, load_profile
 from mathdata_pipeline.engines.ledger import RequestLedger
 from mathdata_pipeline.engines.runner import GenerateFn, GenerationStats, LedgerStream, Result, run_requests, run_scores
@@ -101,6 +101,16 @@ class LLMResource(dg.ConfigurableResource):
         "tried again with a derived seed (a rerun continues with the next seeds)",
     )
     progress_interval_s: float = Field(default=30.0, gt=0, description="seconds between progress lines in the run log")
+    connection_retries: int = Field(
+        default=3,
+        ge=0,
+        le=20,
+        description="times a step is retried when its engine cannot be reached (a Ray cluster or every replica "
+        "gone); the retry keeps what the ledger holds. Other failures are not retried",
+    )
+    connection_retry_wait_s: float = Field(
+        default=30.0, ge=0, description="seconds before such a retry (a restarted head or node needs time to come back)"
+    )
     _engine: Engine | None = PrivateAttr(default=None)
     _engine_key: tuple[str, str] | None = PrivateAttr(default=None)
     _checked_ledgers: set[str] = PrivateAttr(default_factory=set)
@@ -117,9 +127,23 @@ class LLMResource(dg.ConfigurableResource):
             return self._engine
         self.close_engine()
         settings = load_profile(key[0])
-        self._engine = build_engine(for_trained_model(settings, model_dir) if model_dir else settings)
+        with self.transient_faults_retried():
+            self._engine = build_engine(for_trained_model(settings, model_dir) if model_dir else settings)
         self._engine_key = key
         return self._engine
+
+    @contextmanager
+    def transient_faults_retried(self) -> Iterator[None]:
+        """Turn EngineUnavailable raised inside into Dagster's RetryRequested (at most
+        `connection_retries` times, `connection_retry_wait_s` apart), after closing the broken
+        engine so the retry builds a new one; every other error passes through unchanged."""
+        try:
+            yield
+        except EngineUnavailable as exc:
+            self.close_engine()
+            raise dg.RetryRequested(
+                max_retries=self.connection_retries, seconds_to_wait=self.connection_retry_wait_s
+            ) from exc
 
     def model_id(self, profile: str = "", model_dir: str | Path | None = None) -> str:
         """The model id that goes into sample rows and ledger keys."""
@@ -185,7 +209,7 @@ class LLMResource(dg.ConfigurableResource):
         log = context.log.info if context is not None else print
         engine = self.engine(profile, model_dir)
         ledger_stats = GenerationStats()
-        with self._ledger(context, ledger_name, ledger_stats) as ledger:
+        with self._ledger(context, ledger_name, ledger_stats) as ledger, self.transient_faults_retried():
             results, stats = run_requests(
                 engine,
                 ledger,
@@ -245,7 +269,8 @@ class LLMResource(dg.ConfigurableResource):
                 progress_interval=self.progress_interval_s,
             )
             try:
-                yield stream
+                with self.transient_faults_retried():
+                    yield stream
             finally:
                 stream.close()
         stream.stats.ledgers, stream.stats.warnings = ledger_stats.ledgers, ledger_stats.warnings
@@ -264,7 +289,7 @@ class LLMResource(dg.ConfigurableResource):
         log = context.log.info if context is not None else print
         engine = self.engine(profile)
         ledger_stats = GenerationStats()
-        with self._ledger(context, ledger_name, ledger_stats) as ledger:
+        with self._ledger(context, ledger_name, ledger_stats) as ledger, self.transient_faults_retried():
             scores, stats = run_scores(engine, ledger, pairs, log=log, progress_interval=self.progress_interval_s)
         stats.ledgers, stats.warnings = ledger_stats.ledgers, ledger_stats.warnings
         return scores, stats

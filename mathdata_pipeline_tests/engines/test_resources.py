@@ -7,6 +7,7 @@ import pytest
 from mathdata_pipeline.common.metadata import generation_metadata
 from mathdata_pipeline.engines.base import Request, SamplingParams
 from mathdata_pipeline.engines.resources import LLMResource
+from mathdata_pipeline_tests.engines.servers import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -65,3 +66,28 @@ def test_a_ledger_deleted_during_the_run_fails_it_naming_the_file(tmp_path):
     (failure,) = result.get_step_failure_events()
     message = failure.step_failure_data.error.to_string()
     assert f"ledger {tmp_path / 'midway.sqlite'} was deleted during the run" in message
+
+
+def _retries(result: dg.ExecuteInProcessResult) -> int:
+    return sum(1 for event in result.all_events if event.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY)
+
+
+def test_an_unreachable_engine_is_retried_and_a_bad_profile_is_not(tmp_path, monkeypatch):
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "engines.yaml").write_text(
+        "profiles:\n"
+        f"  ray-down: {{backend: ray, address: '127.0.0.1:{free_port()}', engine: {{backend: local}}}}\n"
+        "  broken: {backend: local, n_ctx: many}\n"
+    )
+    monkeypatch.setenv("MATHDATA_CONFIG_DIR", str(configs))
+    runs = {}
+    for profile in ("ray-down", "broken"):
+        llm = LLMResource(
+            profile=profile, ledger_dir=str(tmp_path / "ledgers"), connection_retries=2, connection_retry_wait_s=0
+        )
+        runs[profile] = dg.materialize([two_answers], resources={"llm": llm}, raise_on_error=False)
+    assert not runs["ray-down"].success and _retries(runs["ray-down"]) == 2  # transient: retried, then failed
+    assert "cannot reach the Ray cluster" in str(runs["ray-down"].get_step_failure_events()[0].step_failure_data)
+    assert not runs["broken"].success and _retries(runs["broken"]) == 0  # permanent: failed at once
+    assert "n_ctx" in str(runs["broken"].get_step_failure_events()[0].step_failure_data.error)
