@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -70,9 +71,7 @@ def export_plan(config: dict, template: str) -> tuple[Path | None, str]:
         path = Path(template)
     if not path.is_file():
         return None, f"GGUF template {path} does not exist"
-    import gguf
-
-    reader = gguf.GGUFReader(str(path))
+    reader = template_reader(path)
     arch = reader.fields["general.architecture"].contents()
     if arch != model_type:
         return None, f"GGUF template {path.name} is a {arch!r} model, the checkpoint a {model_type!r} one"
@@ -101,7 +100,7 @@ def export_gguf(hf_dir: str | Path, template_gguf: Path, out_path: Path, dtype: 
         raise ValueError(f"dtype must be one of {sorted(GGUF_DTYPES)}, got {dtype!r}")
     hf_dir, template_gguf, out_path = Path(hf_dir), Path(template_gguf), Path(out_path)
     config = json.loads((hf_dir / "config.json").read_text())
-    template = gguf.GGUFReader(str(template_gguf))
+    template = template_reader(template_gguf)
     arch = template.fields["general.architecture"].contents()
     if arch not in _SUPPORTED_ARCHITECTURES:
         raise ValueError(
@@ -127,6 +126,21 @@ def export_gguf(hf_dir: str | Path, template_gguf: Path, out_path: Path, dtype: 
         writer.close()
     os.replace(partial, out_path)
     return out_path
+
+
+def template_reader(path: str | Path):
+    """A `gguf.GGUFReader` of the template file at `path`, parsed once per process for the same
+    file contents (keyed by path, size and modification time): parsing the embedded template takes
+    seconds, and a run checks it in `export_plan` and again in `export_gguf`."""
+    stat = Path(path).stat()
+    return _parsed_template(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=4)
+def _parsed_template(path: str, size: int, mtime_ns: int):
+    import gguf
+
+    return gguf.GGUFReader(path)
 
 
 def _check_hyperparameters(template, arch: str, config: dict, label: str) -> None:

@@ -161,3 +161,18 @@ def test_export_plan_without_a_template_needs_no_gguf_package(monkeypatch):
     assert export_plan({"model_type": "qwen2"}, "") == (None, "no GGUF template given (gguf_template is empty)")
     template, why = export_plan({"model_type": "qwen2"}, "embedded")
     assert template is None and "qwen2" in why
+
+
+def test_a_template_is_parsed_once_per_file_contents(tmp_path):
+    import os
+    import shutil
+
+    from mathdata_pipeline.common.gguf_export import template_reader
+
+    copy = tmp_path / "template.gguf"
+    shutil.copyfile(embedded_gguf_path(), copy)
+    first = template_reader(copy)
+    assert template_reader(copy) is first
+    os.utime(copy, ns=(0, 0))  # a rewritten file (new modification time) is parsed again
+    assert template_reader(copy) is not first
+    assert template_reader(copy).fields["general.architecture"].contents() == "llama"
