@@ -158,8 +158,9 @@ class GeneratorConfig(dg.Config):
         )
 
 
-def _generator_root(store: TableStore) -> Path:
-    return store.local_dir("question_generator", purpose="question_generator")
+def _variant_folder(variant: str) -> tuple[str, ...]:
+    """The folder of generator variant `variant` under the storage root, as path components."""
+    return variant_dir(Path("question_generator"), variant).parts
 
 
 @dg.asset(group_name="synthesis", kinds={"pytorch"}, deps=["seed_problems"], pool="gpu")
@@ -176,22 +177,23 @@ def question_generator(
     prefix = resolve_prefix(config.prefix, chat_template(config.base))
     seeds = store.read_all("seed_problems", columns=["problem_id", "question", "reference_answer"])
     seeds = solver_subset(seeds, max_questions=config.qft_questions, salt="qft")
-    root, stats = variant_dir(_generator_root(store), config.variant), []
-    run = train_question_generator(
-        seeds.column("question").to_pylist(),
-        prefix,
-        root,
-        config.qft_config(gguf_template),
-        config.qpo_plan(gguf_template),
-        generate_questions=llm.generate_fn(
-            context, stats, ledger_name="qpo", profile=config.generator_profile, model_dir=root / "qft"
-        ),
-        rewrite=llm.generate_fn(context, stats, ledger_name="qpo_rewrite", profile=config.optimizer_profile),
-        release=llm.close_engine,
-        judge=llm.generate_fn(context, stats, ledger_name="qpo_judge", profile=config.judge_profile)
-        if config.qpo_judge
-        else None,
-    )
+    stats = []
+    with store.folder(*_variant_folder(config.variant), mode="update") as root:
+        run = train_question_generator(
+            seeds.column("question").to_pylist(),
+            prefix,
+            root,
+            config.qft_config(gguf_template),
+            config.qpo_plan(gguf_template),
+            generate_questions=llm.generate_fn(
+                context, stats, ledger_name="qpo", profile=config.generator_profile, model_dir=root / "qft"
+            ),
+            rewrite=llm.generate_fn(context, stats, ledger_name="qpo_rewrite", profile=config.optimizer_profile),
+            release=llm.close_engine,
+            judge=llm.generate_fn(context, stats, ledger_name="qpo_judge", profile=config.judge_profile)
+            if config.qpo_judge
+            else None,
+        )
     if run.skipped:
         context.log.warning(f"QPO skipped: {run.skipped}")
     metadata = {**run.metadata(), "variant": config.variant, "gguf": gguf_skipped or "model.gguf written"}
@@ -293,7 +295,7 @@ def _generate_questions(
 ) -> pa.Table:
     """One shard of raw questions from the base or trained generator, as problem rows."""
     trained = config.generator == "trained"
-    model_dir = latest_stage(variant_dir(_generator_root(store), config.generator_variant)) if trained else None
+    model_dir = latest_stage(store.fetch_folder(*_variant_folder(config.generator_variant))) if trained else None
     engine = llm.engine(config.generator_profile, model_dir)
     prefix = resolve_prefix(config.prefix, engine.chat_template())
     generator_id = engine.info.model_id + (f"@{engine.info.revision}" if model_dir else "")
