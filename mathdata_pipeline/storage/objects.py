@@ -73,6 +73,7 @@ def current_version(remote: UPath) -> str | None:
     """The name of the published version of the folder `remote` (what `CURRENT` names), or None
     when none was ever published."""
     pointer = remote / POINTER
+    remote.fs.invalidate_cache(remote.path)  # another process may have published since a listing
     if not pointer.exists():
         return None
     name = pointer.read_text().strip()

@@ -48,8 +48,10 @@ class TableStore(dg.ConfigurableResource):
     )
 
     def root_path(self) -> UPath:
-        """The resolved storage root."""
-        return UPath(self.root or os.environ.get("MATHDATA_STORAGE") or "storage")
+        """The resolved storage root. On object storage directory listings are not cached, so a
+        table or version another process wrote is seen at once."""
+        root = self.root or os.environ.get("MATHDATA_STORAGE") or "storage"
+        return UPath(root) if objects.is_local(UPath(root)) else UPath(root, use_listings_cache=False)
 
     def is_local(self) -> bool:
         """Whether the root is a local folder (not object storage)."""
