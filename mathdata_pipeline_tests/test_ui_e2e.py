@@ -1,5 +1,6 @@
-"""End to end: `dagster dev` on a free loopback port, a run launched through GraphQL, the asset
-graph and the materialization read back the way the UI reads them."""
+"""End to end: `dagster dev` on a free loopback port with the shared instance on a real PostgreSQL
+server (docker/dagster.yaml), two runs launched at once through GraphQL, the asset graph, the run
+list and the materialization read back the way the UI reads them."""
 
 from __future__ import annotations
 
@@ -41,12 +42,13 @@ def _graphql(base: str, query: str, variables: dict | None = None) -> dict:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, data_root):
+def server(tmp_path_factory, data_root, postgres_server):
     home = tmp_path_factory.mktemp("dagster_home")
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(REPO / "docker" / "dagster.yaml", home / "dagster.yaml")
     port = _free_port()
     env = {
         **os.environ,
+        **postgres_server.env,
         "DAGSTER_HOME": str(home),
         "MATHDATA_STORAGE": str(tmp_path_factory.mktemp("storage")),
         "MATHDATA_DATA_DIR": str(data_root),
@@ -113,26 +115,37 @@ mutation($selection: [AssetKeyInput!]) {
 
 STATUS = '{ runOrError(runId: "%s") { ... on Run { status } } }'
 
+RUNS = "{ runsOrError { ... on Runs { results { runId status } } } }"
+
 MATERIALIZATIONS = """
 { assetOrError(assetKey: {path: ["eval_benchmarks"]}) {
     ... on Asset { assetMaterializations(limit: 1) { runId metadataEntries {
         label ... on IntMetadataEntry { intValue } } } } } }"""
 
 
-def test_materialize_through_the_server(server):
-    base, _ = server
-    launched = _graphql(base, LAUNCH, {"selection": [{"path": ["eval_benchmarks"]}]})["launchRun"]
-    assert launched["__typename"] == "LaunchRunSuccess", launched
-    run_id = launched["run"]["runId"]
-    deadline = time.monotonic() + 240
+def _wait_for(base: str, run_id: str, deadline: float) -> str:
+    """The run's final status, polled through GraphQL until `deadline` (time.monotonic)."""
     status = None
     while time.monotonic() < deadline:
         status = _graphql(base, STATUS % run_id)["runOrError"]["status"]
         if status in ("SUCCESS", "FAILURE", "CANCELED"):
             break
         time.sleep(2)
-    assert status == "SUCCESS"
+    return status
+
+
+def test_two_runs_launched_at_once_both_finish_and_show(server):
+    base, _ = server
+    run_ids = []
+    for asset in ("eval_benchmarks", "general_pool"):
+        launched = _graphql(base, LAUNCH, {"selection": [{"path": [asset]}]})["launchRun"]
+        assert launched["__typename"] == "LaunchRunSuccess", launched
+        run_ids.append(launched["run"]["runId"])
+    deadline = time.monotonic() + 300
+    assert [_wait_for(base, run_id, deadline) for run_id in run_ids] == ["SUCCESS", "SUCCESS"]
+    listed = {r["runId"]: r["status"] for r in _graphql(base, RUNS)["runsOrError"]["results"]}
+    assert {run_id: listed.get(run_id) for run_id in run_ids} == dict.fromkeys(run_ids, "SUCCESS")
     (materialization,) = _graphql(base, MATERIALIZATIONS)["assetOrError"]["assetMaterializations"]
-    assert materialization["runId"] == run_id
+    assert materialization["runId"] == run_ids[0]
     entries = {e["label"]: e.get("intValue") for e in materialization["metadataEntries"]}
     assert entries["dagster/row_count"] > 12000

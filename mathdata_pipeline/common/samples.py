@@ -28,6 +28,7 @@ from mathdata_pipeline.common.templates import SolveTemplate
 from mathdata_pipeline.common.text import stable_hash
 from mathdata_pipeline.engines.base import Completion, Request, RequestError, SamplingParams, derive_seed, retry_seed
 from mathdata_pipeline.engines.runner import GenerateFn
+from mathdata_pipeline.storage.objects import staged_upload
 
 SAMPLE_SCHEMA = pa.schema(
     [
@@ -311,6 +312,6 @@ def _write_atomically(destination, schema: pa.Schema, tables) -> None:
         finally:
             tmp.unlink(missing_ok=True)
         return
-    with destination.open("wb") as fh, pq.ParquetWriter(fh, schema, compression="zstd") as writer:
+    with staged_upload(destination) as staged, pq.ParquetWriter(staged, schema, compression="zstd") as writer:
         for table in tables:
             writer.write_table(table, row_group_size=4096)

@@ -33,11 +33,15 @@ _MAX_COMPONENT_BYTES = 120  # far below every file system's 255-byte name limit,
 
 
 def default_ledger_dir() -> Path:
-    """`MATHDATA_LEDGER_DIR`, else `_ledger` under a local `MATHDATA_STORAGE`, else `./storage/_ledger`."""
+    """`MATHDATA_LEDGER_DIR`, else `_ledger` under a local `MATHDATA_STORAGE` (default `./storage`).
+    With object storage the ledgers stay on local disk, in `_ledger` under the local cache folder
+    (`MATHDATA_CACHE_DIR`, default `./.mathdata_cache`): SQLite needs a local file."""
     if os.environ.get("MATHDATA_LEDGER_DIR"):
         return Path(os.environ["MATHDATA_LEDGER_DIR"])
     storage = os.environ.get("MATHDATA_STORAGE") or "storage"
-    return Path(storage) / "_ledger" if "://" not in storage else Path(".ledger")
+    if "://" in storage:
+        return Path(os.environ.get("MATHDATA_CACHE_DIR") or ".mathdata_cache") / "_ledger"
+    return Path(storage) / "_ledger"
 
 
 def ledger_component(name: str) -> str:

@@ -115,10 +115,6 @@ class ComparisonConfig(dg.Config):
     )
 
 
-def _sft_root(store: TableStore) -> Path:
-    return store.local_dir("sft_model", purpose="sft_model")
-
-
 @dg.asset(
     partitions_def=mixture_specs,
     group_name="evaluation",
@@ -139,13 +135,14 @@ def sft_model(context: dg.AssetExecutionContext, config: SftConfig, store: Table
     if not check.passed:
         context.log.error(f"sft_model[{spec}] not trained: {check.description}; the previous model stays")
         return dg.MaterializeResult(metadata={"trained": False}, check_results=[check])
-    run = train_sft(
-        mixture_conversations(mixture),
-        _sft_root(store) / spec,
-        config.settings(),
-        record={"benchmarks": benchmarks, "mixture": spec},
-        log=context.log.info,
-    )
+    with store.folder("sft_model", spec, mode="update") as model_dir:
+        run = train_sft(
+            mixture_conversations(mixture),
+            model_dir,
+            config.settings(),
+            record={"benchmarks": benchmarks, "mixture": spec},
+            log=context.log.info,
+        )
     return dg.MaterializeResult(metadata=sft_metadata(run, spec), check_results=[check])
 
 
@@ -196,7 +193,8 @@ def benchmark_scores(
     the reference solution (batched transformers) and, on the accuracy sample, the greedy answer
     generated through the engine layer and graded; summaries with 95% intervals per benchmark,
     MATH level and subject."""
-    spec, root = context.partition_key, _sft_root(store)
+    spec = context.partition_key
+    root = store.fetch_folder("sft_model", spec).parent  # `_base/` (the reference export) stays local
     trained = load_trained(root, spec)
     settings = config.settings(trained.config)
     items = select_items(

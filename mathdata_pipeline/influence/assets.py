@@ -148,10 +148,10 @@ def gradient_features(
         warmup_fraction=config.warmup_fraction,
         seed=config.seed,
     )
-    root = store.local_dir("gradient_features", purpose="gradient_features")
-    report = compute_checkpoint_features(
-        inputs.train, inputs.val, root, config.settings(inputs.scoring_model), inputs.warmup
-    )
+    with store.folder("gradient_features", mode="update") as root:
+        report = compute_checkpoint_features(
+            inputs.train, inputs.val, root, config.settings(inputs.scoring_model), inputs.warmup
+        )
     splits = [("train", e.example_id) for e in inputs.train] + [("val", e.example_id) for e in inputs.val]
     splits += [("heldout", i) for i in inputs.heldout_ids]
     table = pa.table({"example_id": [i for _, i in splits], "split": [s for s, _ in splits]})
@@ -160,7 +160,7 @@ def gradient_features(
         metadata={
             **table_metadata(table, path),
             **counts_metadata({**inputs.counts, **{k: v for k, v in report.items() if isinstance(v, int)}}),
-            "features_dir": dg.MetadataValue.path(str(root)),
+            "features_dir": dg.MetadataValue.path(store.folder_url("gradient_features")),
             "scoring_model": inputs.scoring_model,
             "grad_type_train": report["grad_type_train"],
             "lora": f"r={config.lora_r}, alpha={config.lora_alpha}",
@@ -193,7 +193,7 @@ def influence_scores(
     weighted sum over the warm-up checkpoints; the fused rank; the baselines (perplexity,
     embedding similarity to V's questions, random); held-out rows flagged. Positive influence
     means a gradient step on the example lowers the validation loss (see `influence/scores.py`)."""
-    checkpoints = load_checkpoint_features(store.local_dir("gradient_features", purpose="influence_scores"))
+    checkpoints = load_checkpoint_features(store.fetch_folder("gradient_features"))
     refs, features = store.read("reference_responses"), store.read("gradient_features")
     solutions = store.read_all("solutions", columns=["sample_id", "problem_id", "question", "response"])
     train_ids, by_id = checkpoints[0].train_ids, {r["example_id"]: r for r in refs.to_pylist()}

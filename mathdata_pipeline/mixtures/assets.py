@@ -2,6 +2,8 @@
 and exports with their dataset card; `published_mixture` uploads the export to the Hub when
 configured."""
 
+from pathlib import Path
+
 import dagster as dg
 import pyarrow as pa
 from pydantic import Field
@@ -64,12 +66,12 @@ def mixture(context: dg.AssetExecutionContext, store: TableStore) -> dg.Material
         "config_hash": spec.config_hash(),
         "composition": dg.MetadataValue.md(chart),
     }
-    if passed and store.is_local():
-        folder = publish.export_folder(store.local_dir(purpose="mixture exports"), name)
+    if passed:
         card = _card(store, name, report, table, solutions)
-        exports = mix.export(table, report, folder, extra_files={CARD_FILE: card})
-        exports["card"] = str(folder / CARD_FILE)
-        metadata.update({f"export_{k}": dg.MetadataValue.path(v) for k, v in exports.items()})
+        with store.folder(*publish.export_parts(name), mode="write") as folder:
+            exports = {**mix.export(table, report, folder, extra_files={CARD_FILE: card}), "card": CARD_FILE}
+        url = store.folder_url(*publish.export_parts(name))
+        metadata.update({f"export_{k}": dg.MetadataValue.path(f"{url}/{Path(v).name}") for k, v in exports.items()})
     elif not passed:
         context.log.warning(f"mixture {name} failed its checks: written to {path}; the previous mixture is kept")
     return dg.MaterializeResult(asset_key="mixture", metadata=metadata, check_results=checks)
@@ -111,7 +113,7 @@ def published_mixture(context: dg.AssetExecutionContext, config: PublishConfig, 
         context.log.info(f"publishing {name} is off: set `repo` in the config of published_mixture to upload it")
         return
     repo = config.repo.replace("{spec}", name)
-    upload = publish.prepare_upload(publish.export_folder(store.local_dir(purpose="publishing"), name), name)
+    upload = publish.prepare_upload(store.fetch_folder(*publish.export_parts(name)), name)
     for note in upload.notes:
         context.log.warning(note)
     url = publish.push_to_hub(upload, repo, config.private)

@@ -38,9 +38,14 @@ class Upload:
         return f"mixture {self.spec}: config {self.manifest['config_hash']}, {self.manifest['rows']} rows"
 
 
+def export_parts(spec: str) -> tuple[str, str]:
+    """The folder of the export of spec `spec` under the storage root, as path components."""
+    return "mixture", f"{spec}_export"
+
+
 def export_folder(root: Path, spec: str) -> Path:
     """Where the `mixture` asset exports spec `spec` under the local storage `root`."""
-    return Path(root) / "mixture" / f"{spec}_export"
+    return Path(root).joinpath(*export_parts(spec))
 
 
 def check_repo_id(repo: str) -> str:

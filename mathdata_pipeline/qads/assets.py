@@ -129,10 +129,9 @@ def embeddings(
         candidates, store.read("contamination_index"), id_column="candidate_id"
     )
     embedder = build_embedder(config.embedder, **config.embedder_settings())
-    cache = EmbeddingCache(
-        store.local_dir("_cache", "embeddings", f"{embedder.model_key}.parquet", purpose="the embedding cache")
-    )
-    table, hits, misses = embed_candidates(candidates, embedder, cache)
+    with store.folder("_cache", "embeddings", mode="update") as cache_dir:
+        cache = EmbeddingCache(cache_dir / f"{embedder.model_key}.parquet")
+        table, hits, misses = embed_candidates(candidates, embedder, cache)
     path = store.write(table, "embeddings")
     groups = pc.value_counts(pc.binary_join_element_wise(table["kind"], table["origin"], "/")).to_pylist()
     return dg.MaterializeResult(

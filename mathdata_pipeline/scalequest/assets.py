@@ -173,8 +173,9 @@ class GeneratorConfig(dg.Config):
         )
 
 
-def _generator_root(store: TableStore) -> Path:
-    return store.local_dir("question_generator", purpose="question_generator")
+def _variant_folder(variant: str) -> tuple[str, ...]:
+    """The folder of generator variant `variant` under the storage root, as path components."""
+    return variant_dir(Path("question_generator"), variant).parts
 
 
 @dg.asset(group_name="synthesis", kinds={"pytorch"}, deps=["seed_problems"], pool="gpu")
@@ -193,7 +194,7 @@ def question_generator(
     prefix = resolve_prefix(config.prefix, chat_template(config.base), config.prefix_system)
     seeds = store.read_all("seed_problems", columns=["problem_id", "question", "reference_answer"])
     questions = solver_subset(seeds, max_questions=config.qft_questions, salt="qft").column("question").to_pylist()
-    root, stats = variant_dir(_generator_root(store), config.variant), []
+    stats: list = []
     qft, qpo = config.qft_config(gguf_template), config.qpo_plan(gguf_template)
     key = generator_fingerprint(
         base_identity=_base_identity(config.base, base_config),
@@ -203,13 +204,14 @@ def question_generator(
         qpo=qpo,
         profiles=_qpo_profiles(config, llm),
     )
-    reused = reusable_generator(root, key)
-    if reused is not None:
-        context.log.info(f"question generator {config.variant!r} with fingerprint {key} already trained: reused")
-    else:
-        forget_generator(root)
-        run = _train_generator(context, config, llm, questions, prefix, root, qft, qpo, stats)
-        record_generator(root, key, run.metadata())
+    with store.folder(*_variant_folder(config.variant), mode="update") as root:
+        reused = reusable_generator(root, key)
+        if reused is not None:
+            context.log.info(f"question generator {config.variant!r} with fingerprint {key} already trained: reused")
+        else:
+            forget_generator(root)
+            run = _train_generator(context, config, llm, questions, prefix, root, qft, qpo, stats)
+            record_generator(root, key, run.metadata())
     metadata = {**(reused or run.metadata()), "reused": reused is not None, "fingerprint": key}
     metadata.update({"variant": config.variant, "gguf": gguf_skipped or "model.gguf written"})
     metadata["qft_model"] = dg.MetadataValue.path(str(root / "qft"))
@@ -357,7 +359,7 @@ def _generate_questions(
 ) -> pa.Table:
     """One shard of raw questions from the base or trained generator, as problem rows."""
     trained = config.generator == "trained"
-    model_dir = latest_stage(variant_dir(_generator_root(store), config.generator_variant)) if trained else None
+    model_dir = latest_stage(store.fetch_folder(*_variant_folder(config.generator_variant))) if trained else None
     engine = llm.engine(config.generator_profile, model_dir)
     prefix = resolve_prefix(config.prefix, engine.chat_template(), config.prefix_system)
     generator_id = engine.info.model_id + (f"@{engine.info.revision}" if model_dir else "")

@@ -4,9 +4,11 @@ Layout: `<root>/<asset_key>/<partition>.parquet` for a partitioned asset and
 `<root>/<asset_key>/data.parquet` otherwise, so `pyarrow.dataset.dataset(<root>/<asset_key>)`
 reads every partition. Writes are atomic: a local file is written under a hidden temporary name
 and renamed over the old one (a reader sees the old table or the new one, never half of one);
-on object storage a single-object PUT already is atomic. A local write holds a lock on its temp
-file, so the next write of the same table can tell the temp files of killed writes (unlocked)
-from those of a write still running, and removes the former.
+on object storage the table is written to a local staging file and uploaded in one PUT
+(`storage/objects.py`). A local write holds a lock on its temp file, so the next write of the
+same table can tell the temp files of killed writes (unlocked) from those of a write still
+running, and removes the former. Folders that are not tables go through `folder`: the folder
+itself on local storage, a local working copy published as a new version on object storage.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ import fcntl
 import os
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
 import dagster as dg
 import pyarrow as pa
@@ -24,6 +29,7 @@ import pyarrow.parquet as pq
 from pydantic import Field
 from upath import UPath
 
+from mathdata_pipeline.storage import objects
 from mathdata_pipeline.storage.layout import table_path
 
 # A temp file touched this recently may belong to a write that has not locked it yet.
@@ -42,12 +48,52 @@ class TableStore(dg.ConfigurableResource):
     )
 
     def root_path(self) -> UPath:
-        """The resolved storage root."""
-        return UPath(self.root or os.environ.get("MATHDATA_STORAGE") or "storage")
+        """The resolved storage root. On object storage directory listings are not cached, so a
+        table or version another process wrote is seen at once."""
+        root = self.root or os.environ.get("MATHDATA_STORAGE") or "storage"
+        return UPath(root) if objects.is_local(UPath(root)) else UPath(root, use_listings_cache=False)
 
     def is_local(self) -> bool:
         """Whether the root is a local folder (not object storage)."""
-        return self.root_path().protocol in ("", "file", "local")
+        return objects.is_local(self.root_path())
+
+    def cache_dir(self) -> Path:
+        """The local folder for work that stays on this machine: the root itself when it is
+        local, else `objects.cache_root` (working copies of folders, upload staging files)."""
+        return Path(self.root_path().path) if self.is_local() else objects.cache_root(self.root_path())
+
+    @contextmanager
+    def folder(self, *parts: str, mode: Literal["write", "update"]) -> Iterator[Path]:
+        """A local folder to write `<root>/<parts…>` (model weights, feature shards, caches,
+        exports). Local root: the folder itself, nothing else happens. Object storage: a working
+        copy under `cache_dir()` (`update` first pulls the published version, `write` starts from
+        what is there), published as a new version when the block ends without an exception; a
+        failed block publishes nothing. See `storage/objects.py` for the versions and the pointer."""
+        if self.is_local():
+            yield Path(self.root_path().path).joinpath(*parts)
+            return
+        remote, local = self.root_path().joinpath(*parts), self.cache_dir().joinpath(*parts)
+        if mode == "update":
+            objects.pull(remote, local)
+        local.mkdir(parents=True, exist_ok=True)
+        yield local
+        objects.publish(local, remote)
+
+    def fetch_folder(self, *parts: str) -> Path:
+        """A local folder to read `<root>/<parts…>`: the folder itself on a local root, else a
+        working copy of its published version under `cache_dir()` (pulled when out of date)."""
+        if self.is_local():
+            return Path(self.root_path().path).joinpath(*parts)
+        local = self.cache_dir().joinpath(*parts)
+        objects.pull(self.root_path().joinpath(*parts), local)
+        return local
+
+    def folder_url(self, *parts: str) -> str:
+        """Where readers find the folder `<root>/<parts…>`: the folder itself on local storage,
+        its published version on object storage (`<folder>/v-…`; empty when never published)."""
+        if self.is_local():
+            return str(Path(self.root_path().path).joinpath(*parts))
+        return str(objects.current_url(self.root_path().joinpath(*parts)) or "")
 
     def local_dir(self, *parts: str, purpose: str) -> Path:
         """A local folder under the root for files that are not tables (model weights, feature
@@ -77,8 +123,8 @@ class TableStore(dg.ConfigurableResource):
             finally:
                 tmp.unlink(missing_ok=True)
         else:
-            with path.open("wb") as fh:
-                pq.write_table(table, fh, compression="zstd")
+            with objects.staged_upload(path, self.cache_dir() / "_staging") as staged:
+                pq.write_table(table, staged, compression="zstd")
         return path
 
     def exists(self, asset_key: str, partition: str | None = None) -> bool:

@@ -1,6 +1,7 @@
 """Kill -9 in the middle of a generating materialization, then rerun: nothing finished is
 generated (or graded) again, and no row is lost or duplicated; for a batch of requests and for
-the streaming DARS controller."""
+the streaming DARS controller. Both runs go to the shared instance on a real PostgreSQL server
+(docker/dagster.yaml), which keeps the killed run beside the one that finished it."""
 
 from __future__ import annotations
 
@@ -34,14 +35,16 @@ def _rows(path: Path, table: str = "requests") -> int:
         return 0
 
 
-def _kill_midway(asset: str, tmp_path: Path, monkeypatch, rows: int) -> tuple[Path, Path]:
-    """Start a real run of `asset` in a subprocess, SIGKILL it once its ledger holds `rows` requests,
-    and point this process at the same storage; returns (ledger file, storage root)."""
+def _kill_midway(asset: str, tmp_path: Path, monkeypatch, rows: int, postgres: dict) -> tuple[Path, Path]:
+    """Start a real run of `asset` in a subprocess on the PostgreSQL instance (`postgres`: its
+    DAGSTER_PG_* variables), SIGKILL it once its ledger holds `rows` requests, and point this
+    process at the same instance and storage; returns (ledger file, storage root)."""
     home, storage, ledgers = tmp_path / "home", tmp_path / "storage", tmp_path / "ledger"
     home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(REPO / "docker" / "dagster.yaml", home / "dagster.yaml")
     env = {
         **os.environ,
+        **postgres,
         "DAGSTER_HOME": str(home),
         "MATHDATA_STORAGE": str(storage),
         "MATHDATA_LEDGER_DIR": str(ledgers),
@@ -69,13 +72,18 @@ def _kill_midway(asset: str, tmp_path: Path, monkeypatch, rows: int) -> tuple[Pa
 
 
 def _materialize(asset: str) -> dict:
-    with dg.instance_for_test() as instance:
+    """Rerun `asset` on the instance at DAGSTER_HOME; the killed run must be stored there beside it."""
+    with dg.DagsterInstance.get() as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        (killed,) = instance.get_runs(limit=1)  # the newest run: the one killed midway, never finished
+        assert killed.status in (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.FAILURE)
         result = dg.materialize([ASSETS[asset]], instance=instance, resources=RESOURCES)
+        assert instance.get_run_by_id(result.run_id).status == dg.DagsterRunStatus.SUCCESS
     return result.get_asset_materialization_events()[0].materialization.metadata
 
 
-def test_killed_run_resumes_from_the_ledger(tmp_path, monkeypatch):
-    ledger, storage = _kill_midway("crash_test_completions", tmp_path, monkeypatch, rows=4)
+def test_killed_run_resumes_from_the_ledger(tmp_path, monkeypatch, postgres_server):
+    ledger, storage = _kill_midway("crash_test_completions", tmp_path, monkeypatch, 4, postgres_server.env)
     finished = _rows(ledger)
     assert 4 <= finished < REQUESTS, "kill came too late to test anything"
     assert not (storage / "crash_test_completions").exists()
@@ -89,8 +97,8 @@ def test_killed_run_resumes_from_the_ledger(tmp_path, monkeypatch):
     assert all(table.column("text").to_pylist())
 
 
-def test_killed_dars_run_regenerates_and_regrades_nothing(tmp_path, monkeypatch):
-    ledger, storage = _kill_midway("crash_test_dars", tmp_path, monkeypatch, rows=5)
+def test_killed_dars_run_regenerates_and_regrades_nothing(tmp_path, monkeypatch, postgres_server):
+    ledger, storage = _kill_midway("crash_test_dars", tmp_path, monkeypatch, 5, postgres_server.env)
     requests_before, verdicts_before = _rows(ledger), _rows(ledger, "verdicts")
     assert requests_before >= 5 and not (storage / "crash_test_dars").exists()
 

@@ -18,7 +18,7 @@ from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import WorkspaceFileTarget
 from dagster._grpc.client import DagsterGrpcClient
 
-from mathdata_pipeline_tests.operations.conftest import free_port
+from mathdata_pipeline_tests.services import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
