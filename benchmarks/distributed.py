@@ -1,7 +1,9 @@
-"""Scale-out costs: tables on object storage vs local disk (`--part storage`); Ray workers
-(`--part ray`, not written yet).
+"""Scale-out costs: tables on object storage vs local disk (`--part storage`); requests per second
+through the `ray` engine backend with one vs two local Ray workers (`--part ray`, written in
+benchmarks/distributed_ray.py, which also runs on its own).
 
     .venv/bin/python benchmarks/distributed.py --part storage [--quick] [--rows 1000000] [--repeats 3]
+    .venv/bin/python benchmarks/distributed.py --part ray [--quick]
 
 Storage: one table of `--rows` rows shaped like the pipeline's (row and problem ids, a 200-character
 text, a float score, an int index; seeded, so every run writes the same bytes) is written and read
@@ -135,8 +137,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     if args.part == "ray":
-        # The Ray half (requests per second with one vs two local workers) goes here.
-        raise SystemExit("--part ray is not written yet")
+        from distributed_ray import ray_part  # benchmarks/ is on sys.path when this file runs as a script
+
+        count, max_tokens = (8, 32) if args.quick else (32, 64)
+        print(json.dumps({"benchmark": "distributed", "part": "ray", **ray_part(count, max_tokens)}))
+        return
     rows, repeats = (100_000, 1) if args.quick else (args.rows, args.repeats)
     result = storage_part(rows, repeats)
     for backend in ("local", "s3"):
