@@ -45,7 +45,8 @@ def seed_problems(
     table, stats = build_problems(
         records, spec, source=source, label=label, keep_missing_answers=config.keep_missing_answers
     )
-    path = store.write(table, "seed_problems", source)
+    # The check reads the stored contamination_index first: without one the step fails before any
+    # seed table is written, so no table is left behind by a failed materialization.
     check = contamination_check(
         store,
         table,
@@ -55,6 +56,7 @@ def seed_problems(
         text_column="question",
         severity=dg.AssetCheckSeverity.WARN,
     )
+    path = store.write(table, "seed_problems", source)
     refused_metadata = {"refused_seed_files": dg.MetadataValue.json(refused)} if refused else {}
     return dg.MaterializeResult(
         metadata={**table_metadata(table, path), **counts_metadata(stats.as_dict()), **refused_metadata},

@@ -127,3 +127,21 @@ seed_sources:
     assert pipeline.store.read("seed_problems", "gsm8k").num_rows == 7473
     latest = pipeline.instance.get_latest_materialization_event(dg.AssetKey("seed_problems"))
     assert latest is not None
+
+
+def test_seed_problems_without_a_contamination_index_fails_before_writing(pipeline, tmp_path):
+    """The overlap check reads the stored contamination_index first, so on a storage folder without
+    one the step fails naming it and leaves no seed table behind."""
+    store = TableStore(root=str(tmp_path / "empty-storage"))
+    result = dg.materialize(
+        ASSETS,
+        selection=["seed_problems"],
+        partition_key="gsm8k",
+        instance=pipeline.instance,
+        resources={**pipeline.resources, "store": store},
+        raise_on_error=False,
+    )
+    assert not result.success
+    (failure,) = result.get_step_failure_events()
+    assert "contamination_index" in failure.step_failure_data.error.to_string()
+    assert not store.exists("seed_problems", "gsm8k")
