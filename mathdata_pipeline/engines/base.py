@@ -244,6 +244,15 @@ def drain(stream: EngineStream, requests: Sequence[Request]) -> Iterator[tuple[i
         stream.close()
 
 
+def score_through_many(engine: Engine, prompt: str, completion: str) -> TokenScore:
+    """`score` for engines whose scoring path is `score_many`: the one pair through
+    `engine.score_many`; a RequestError in its place is raised as ValueError with its message."""
+    (result,) = engine.score_many([(prompt, completion)])
+    if isinstance(result, RequestError):
+        raise ValueError(result.message)
+    return result
+
+
 class Engine(ABC):
     """One interface, several backends. Subclasses must be usable as context managers.
     `capacity`: requests the engine works on at once (its batch width or concurrency)."""

@@ -24,6 +24,7 @@ from mathdata_pipeline.engines.base import (
     Result,
     TokenScore,
     drain,
+    score_through_many,
 )
 
 _START_TIMEOUT_S = 900.0  # loading a 7B model on a GPU takes minutes
@@ -150,10 +151,7 @@ class ReplicaEngine(Engine):
 
     def score(self, prompt: str, completion: str) -> TokenScore:
         """One pair on the first live replica (see Engine.score)."""
-        (result,) = self.score_many([(prompt, completion)])
-        if isinstance(result, RequestError):
-            raise ValueError(result.message)
-        return result
+        return score_through_many(self, prompt, completion)
 
     def score_many(self, pairs: Sequence[tuple[str, str]]) -> list[TokenScore | RequestError]:
         """Pairs in contiguous blocks, one block per live replica, scored at the same time."""

@@ -28,6 +28,7 @@ from mathdata_pipeline.engines.base import (
     Result,
     TokenScore,
     drain,
+    score_through_many,
 )
 from mathdata_pipeline.engines.fingerprint import model_fingerprint
 
@@ -117,10 +118,7 @@ class VLLMEngine(Engine):
 
     def score(self, prompt: str, completion: str) -> TokenScore:
         """Sum of log-probabilities of `completion` after `prompt` via vLLM's prompt_logprobs."""
-        (result,) = self.score_many([(prompt, completion)])
-        if isinstance(result, RequestError):
-            raise ValueError(result.message)
-        return result
+        return score_through_many(self, prompt, completion)
 
     def score_many(self, pairs: Sequence[tuple[str, str]]) -> list[TokenScore | RequestError]:
         """Scores of many pairs in one `generate` call with prompt log-probabilities (prefix
