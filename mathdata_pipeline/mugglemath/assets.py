@@ -29,7 +29,9 @@ class AugmentConfig(dg.Config):
     (one engine profile each: the paper runs three rounds on the same seeds with GPT-3.5, GPT-4 and
     GPT-3.5), on how many seeds, and the sampling settings."""
 
-    rewrite_types: list[RewriteType] = Field(default=list(REWRITE_TYPES), description="rewrite types to run")
+    rewrite_types: list[RewriteType] = Field(
+        default=list(REWRITE_TYPES), validate_default=True, description="rewrite types to run"
+    )
     questions_per_rewrite: int = Field(
         default=3, ge=1, le=20, description="new questions per reply (per type; AugMATH: variations per seed)"
     )
