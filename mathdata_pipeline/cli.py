@@ -211,14 +211,11 @@ def _add_trace_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_trace(args: argparse.Namespace) -> int:
-    import os
-
-    from upath import UPath
-
     from mathdata_pipeline.common.metadata import instance_run_lookup
     from mathdata_pipeline.mixtures.trace import format_history, trace_row
+    from mathdata_pipeline.storage.resources import TableStore
 
-    root = UPath(args.storage or os.environ.get("MATHDATA_STORAGE") or "storage")
+    root = TableStore(root=args.storage).root_path()
     try:
         history = trace_row(root, args.row_id, runs=instance_run_lookup())
     except KeyError as error:
@@ -273,15 +270,14 @@ def _add_publish_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_publish(args: argparse.Namespace) -> int:
-    import os
-
     from mathdata_pipeline.mixtures import publish
+    from mathdata_pipeline.storage.resources import TableStore
     from mathdata_pipeline.sources.readers import InputError as SpecError
 
-    root = Path(args.storage or os.environ.get("MATHDATA_STORAGE") or "storage")
+    store = TableStore(root=args.storage)
     try:
         publish.check_repo_id(args.repo)
-        upload = publish.prepare_upload(publish.export_folder(root, args.spec), args.spec)
+        upload = publish.prepare_upload(store.fetch_folder(*publish.export_parts(args.spec)), args.spec)
         if args.dry_run:
             print(publish.describe(upload, args.repo, args.private, publish.hub_endpoint()), end="")
             return EXIT_OK

@@ -59,3 +59,22 @@ def test_chain_and_mixture_export_on_s3(s3_storage, s3_server, data_root, tmp_pa
         cache_dir=str(tmp_path / "hf_cache"),
     )
     assert sorted(exported["row_id"]) == sorted(table["row_id"])
+
+
+def test_trace_and_publish_read_object_storage(s3_storage, data_root, capsys):
+    """`mathdata trace` and `mathdata publish --dry-run` with an `s3://` storage root: the row's
+    history and the export come from the object store, nothing from a local folder."""
+    from mathdata_pipeline.cli import main
+
+    store = TableStore(root=s3_storage)
+    write_upstream_tables(store, data_root)
+    assert materialize_mixture(store).success
+    row_id = store.read("mixture", partition=SPEC, columns=["row_id"]).column("row_id")[0].as_py()
+
+    assert main(["trace", row_id, "--storage", s3_storage, "--json"]) == 0
+    history = json.loads(capsys.readouterr().out)
+    assert history["row"]["row_id"] == row_id and history["selection"] is not None
+
+    assert main(["publish", SPEC, "--repo", "team/demo-mix", "--dry-run", "--storage", s3_storage]) == 0
+    described = capsys.readouterr().out
+    assert "mixture.jsonl" in described and "README.md" in described
