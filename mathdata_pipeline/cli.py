@@ -271,8 +271,8 @@ def _add_publish_command(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_publish(args: argparse.Namespace) -> int:
     from mathdata_pipeline.mixtures import publish
-    from mathdata_pipeline.storage.resources import TableStore
     from mathdata_pipeline.sources.readers import InputError as SpecError
+    from mathdata_pipeline.storage.resources import TableStore
 
     store = TableStore(root=args.storage)
     try:
