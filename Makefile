@@ -51,8 +51,12 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 demo: setup
 	$(PY) -m mathdata_pipeline.demo
 
+# Two pytest-xdist workers, one test file each at a time (module fixtures are built once), each pinned
+# to its own core by the tests' conftest.py: on two cores this is faster than one process whose
+# llama.cpp and torch threads span both (benchmarks/RESULTS.md "Test suite"). TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= 2
 test: setup lint
-	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+	$(PY) -m pytest -q -ra -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # House style (settings in pyproject.toml): lint and format check; `make format` applies both.
 lint: setup

@@ -64,6 +64,40 @@ def sequence_classifier_dir(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def smol_tokenizer():
+    """The embedded SmolLM2's tokenizer (fast, with its chat template)."""
+    from transformers import AutoTokenizer
+
+    from mathdata_pipeline.common.hf_models import embedded_checkpoint
+
+    return AutoTokenizer.from_pretrained(embedded_checkpoint())
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory, smol_tokenizer) -> Path:
+    """A 2-layer llama (hidden size 32) with seeded random weights and SmolLM2's tokenizer, saved
+    once per session: trains and scores in well under a second per step on a CPU."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny_llama")
+    config = LlamaConfig(
+        vocab_size=len(smol_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    smol_tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def benchmark_storage(tmp_path_factory, data_root) -> Path:
     """A storage root holding `eval_benchmarks` and `contamination_index`, written once per
     session by one real Dagster run on the offline data; the end-to-end fixtures start from a copy
@@ -86,6 +120,20 @@ def storage_with_benchmarks(benchmark_storage: Path, root: Path) -> Path:
     missing) and return `root`; each module gets its own copy, so it may rewrite them."""
     shutil.copytree(benchmark_storage, root, dirs_exist_ok=True)
     return root
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (`-n N`), each worker runs on its own share of this process's cores, so
+    llama.cpp and torch (which size their thread pools from the affinity mask) do not run twice
+    as many threads as there are cores: worker `gwK` gets every N-th core starting at K."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker or count < 2 or not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    index = int(worker.removeprefix("gw"))
+    share = cores[index % len(cores) :: count] or cores
+    os.sched_setaffinity(0, share)
 
 
 def pytest_collection_modifyitems(config, items):

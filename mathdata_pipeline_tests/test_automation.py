@@ -43,6 +43,7 @@ from mathdata_pipeline.sources.readers import InputError
 from mathdata_pipeline.sources.resources import DataSources
 from mathdata_pipeline.sources.seed_files import spec_for_seed_file
 from mathdata_pipeline.storage.resources import TableStore
+from mathdata_pipeline_tests.conftest import storage_with_benchmarks
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -143,7 +144,9 @@ def test_dropped_seed_file_mapping_is_detected_and_bad_files_are_named(drop):
         spec_for_seed_file(drop / "seeds" / "broken.jsonl")
 
 
-def test_sensor_registers_sources_and_requests_a_run_per_new_file(drop, tmp_path, data_root, monkeypatch):
+def test_sensor_registers_sources_and_requests_a_run_per_new_file(
+    drop, tmp_path, data_root, benchmark_storage, monkeypatch
+):
     monkeypatch.setenv("MATHDATA_SEED_DROP_DIR", str(drop / "seeds"))
     sources = DataSources(data_dir=str(data_root))
     with dg.instance_for_test() as instance:
@@ -158,11 +161,9 @@ def test_sensor_registers_sources_and_requests_a_run_per_new_file(drop, tmp_path
             dg.build_sensor_context(instance=instance, resources={"sources": sources}, cursor=result.cursor)
         )
         assert not again.run_requests and not again.dynamic_partitions_requests
-        store = TableStore(root=str(tmp_path / "storage"))
+        # the benchmarks and their index: a copy of the session's (the new source's check reads the index)
+        store = TableStore(root=str(storage_with_benchmarks(benchmark_storage, tmp_path / "storage")))
         resources = {"store": store, "sources": sources, "llm": LLMResource(), "selector": KCenterSelector()}
-        dg.materialize(
-            ASSETS, selection=["eval_benchmarks", "contamination_index"], instance=instance, resources=resources
-        )
         done = dg.materialize(
             ASSETS, selection=["seed_problems"], partition_key="olympiad_extra", instance=instance, resources=resources
         )

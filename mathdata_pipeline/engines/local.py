@@ -56,8 +56,9 @@ class LocalEngine(Engine):
     """llama.cpp engine for a GGUF model (default: the embedded SmolLM2-135M-Instruct).
 
     Parameters: `model_path` (default the embedded file), `model_id` (name used in ledger keys),
-    `n_ctx` context length in tokens, `n_threads` (default the cores this process may use;
-    llama.cpp's own default is 1).
+    `n_ctx` context length in tokens, `n_threads` for generation and prompt (batch) processing alike
+    (default the cores this process may use; llama.cpp's own default is 1, and llama-cpp-python's
+    batch default is every core of the machine, which oversubscribes a process pinned to fewer).
     Requests run one after another; each result is yielded as soon as it is done.
     """
 
@@ -74,7 +75,13 @@ class LocalEngine(Engine):
         self.model_path = Path(model_path) if model_path else embedded_gguf_path()
         self.n_ctx = n_ctx
         self.n_threads = n_threads or usable_cores()
-        self._llm = Llama(model_path=str(self.model_path), n_ctx=n_ctx, n_threads=self.n_threads, verbose=False)
+        self._llm = Llama(
+            model_path=str(self.model_path),
+            n_ctx=n_ctx,
+            n_threads=self.n_threads,
+            n_threads_batch=self.n_threads,  # llama-cpp-python's default counts every core, not the usable ones
+            verbose=False,
+        )
         self._scorer = None
         self.info = EngineInfo(
             backend="local",
@@ -189,6 +196,7 @@ class LocalEngine(Engine):
                 model_path=str(self.model_path),
                 n_ctx=self.n_ctx,
                 n_threads=self.n_threads,
+                n_threads_batch=self.n_threads,
                 logits_all=True,
                 verbose=False,
             )

@@ -4,6 +4,7 @@ trace` on a mixture row."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -226,6 +227,10 @@ def test_trace_prints_the_history_of_a_mixture_row(built):
     assert missing.returncode == 2 and "no mixture row 'mx-nope'" in missing.stderr
 
 
+# The references are sampled by the embedded model through llama.cpp; the gradient features, the
+# influence scores and the perplexity baseline use `scoring_model`: here the tiny random llama with the
+# same SmolLM2 tokenizer (so the same rows fit in 160 tokens), where the 135M weights cost a minute on two
+# cores. Deriving the scoring model from the engine profile is tested in influence/test_examples.py.
 INFLUENCE_CONFIG = {
     "ops": {
         "reference_responses": {
@@ -254,8 +259,10 @@ def _selected(store, spec: str) -> set[str]:
     return set(table.column("candidate_id").to_pylist())
 
 
-def test_influence_prunes_the_pruned_spec_and_its_baselines_by_the_same_count(built):
-    scores_run = built.run(["reference_responses", "gradient_features", "influence_scores"], config=INFLUENCE_CONFIG)
+def test_influence_prunes_the_pruned_spec_and_its_baselines_by_the_same_count(built, tiny_llama):
+    config = copy.deepcopy(INFLUENCE_CONFIG)
+    config["ops"]["reference_responses"]["config"]["scoring_model"] = str(tiny_llama)
+    scores_run = built.run(["reference_responses", "gradient_features", "influence_scores"], config=config)
     assert scores_run.success
     (check,) = scores_run.get_asset_check_evaluations()
     assert check.check_name == "validation_held_out" and check.passed
@@ -271,9 +278,9 @@ def test_influence_prunes_the_pruned_spec_and_its_baselines_by_the_same_count(bu
         and pc.min(scored.column("perplexity")).as_py() > 0
     )
     refs = built.store.read("reference_responses")
-    assert set(refs.column("template").to_pylist()) == {"chat"} and set(refs.column("scoring_model").to_pylist()) == {
-        "embedded"
-    }
+    assert set(refs.column("template").to_pylist()) == {"chat"}
+    assert set(refs.column("scoring_model").to_pylist()) == {str(tiny_llama)}
+    assert features["scoring_model"].value == str(tiny_llama)  # the features use the references' model
     solutions = built.store.read_all("solutions", columns=["sample_id", "problem_id"])
     problem = dict(zip(*solutions.to_pydict().values()))
     assert not {problem[i] for i in scored.column("sample_id").to_pylist()} & set(refs.column("problem_id").to_pylist())
