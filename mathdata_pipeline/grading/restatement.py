@@ -1,0 +1,45 @@
+"""Refusing an answer that only restates the question: "Compute $\\sin 0^\\circ$." answered
+`\\sin 0^\\circ` is not an answer, even though `\\sin 0^\\circ` evaluates to the reference 0.
+
+The rule (parse-only; nothing of the answer is evaluated): an extracted answer is a restatement
+when all of these hold, compared after `normalize_answer`:
+
+1. it is not a plain number (`parse_number` reads no value from it: `0`, `-3`, `0.5`,
+   `\\frac{1}{2}` are numbers, so a number is never refused here, whatever the question says);
+2. it equals an expression the question states: the content of one of its math spans
+   (`$...$`, `\\(...\\)`, ...), or one side of an `=` inside such a span;
+3. the reference answer is none of those expressions (when it is, the question asks to pick
+   among given expressions, e.g. "Which is larger, $\\sqrt{2}$ or $1.5$?", and restating the
+   right one is the answer).
+
+So "What is $\\frac{1}{2}$ of 4?" answered `2` is graded as usual, answered `\\frac{1}{2}` is
+graded as usual too (a number: the comparison says mismatch), and "If $f(x) = 3x+1$, find
+$f(2)$." answered `f(2)` or `3x+1` is refused. A question without math spans refuses nothing.
+"""
+
+from __future__ import annotations
+
+from .normalize import normalize_answer
+from .numeric import parse_number
+from .spans import math_spans
+
+
+def question_expressions(question: str) -> set[str]:
+    """The normalized expressions `question` states: each math span's content and, for a span
+    with `=`, each side of it. Empty strings are left out."""
+    expressions: set[str] = set()
+    for span in math_spans(question):
+        parts = [span, *span.split("=")] if "=" in span else [span]
+        expressions.update(normalized for part in parts if (normalized := normalize_answer(part)))
+    return expressions
+
+
+def restates_question(extracted: str, reference: str, question: str) -> bool:
+    """Whether the answer `extracted` only restates an expression of `question` (the rule of the
+    module docstring). Inputs: the extracted answer, the reference answer and the question text.
+    Output: True when the answer must be refused (grader reason "restated")."""
+    answer = normalize_answer(extracted)
+    if not answer or parse_number(answer) is not None:
+        return False
+    stated = question_expressions(question)
+    return answer in stated and normalize_answer(reference) not in stated
