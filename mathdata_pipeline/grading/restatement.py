@@ -2,7 +2,9 @@
 `\\sin 0^\\circ` is not an answer, even though `\\sin 0^\\circ` evaluates to the reference 0.
 
 The rule (parse-only; nothing of the answer is evaluated): an extracted answer is a restatement
-when all of these hold, compared after `normalize_answer`:
+when all of these hold, compared after `normalize_answer` and then without grouping and degree
+marks (parentheses, braces, `\\left`/`\\right`, `^\\circ`, trailing punctuation), so `\\sin(0^\\circ)` restates
+`\\sin 0^\\circ`:
 
 1. it is not a plain number (`parse_number` reads no value from it: `0`, `-3`, `0.5`,
    `\\frac{1}{2}` are numbers, so a number is never refused here, whatever the question says);
@@ -19,18 +21,29 @@ $f(2)$." answered `f(2)` or `3x+1` is refused. A question without math spans ref
 
 from __future__ import annotations
 
+import re
+
 from .normalize import normalize_answer
 from .numeric import parse_number
 from .spans import math_spans
 
+# Left out of the compared form: grouping, sizing and degree marks.
+_LOOSE = re.compile(r"\\left(?![a-zA-Z])|\\right(?![a-zA-Z])|\^\{?\\circ\}?|[(){}]|[.,;:]+$")
+
+
+def loose_form(expression: str) -> str:
+    """`normalize_answer(expression)` without parentheses, braces, `\\left`, `\\right`,
+    `^\\circ` and trailing punctuation (the form the rule compares)."""
+    return _LOOSE.sub("", normalize_answer(expression))
+
 
 def question_expressions(question: str) -> set[str]:
-    """The normalized expressions `question` states: each math span's content and, for a span
-    with `=`, each side of it. Empty strings are left out."""
+    """The expressions `question` states, in `loose_form`: each math span's content and, for a
+    span with `=`, each side of it. Empty strings are left out."""
     expressions: set[str] = set()
     for span in math_spans(question):
         parts = [span, *span.split("=")] if "=" in span else [span]
-        expressions.update(normalized for part in parts if (normalized := normalize_answer(part)))
+        expressions.update(loose for part in parts if (loose := loose_form(part)))
     return expressions
 
 
@@ -38,8 +51,8 @@ def restates_question(extracted: str, reference: str, question: str) -> bool:
     """Whether the answer `extracted` only restates an expression of `question` (the rule of the
     module docstring). Inputs: the extracted answer, the reference answer and the question text.
     Output: True when the answer must be refused (grader reason "restated")."""
-    answer = normalize_answer(extracted)
-    if not answer or parse_number(answer) is not None:
+    normalized = normalize_answer(extracted)
+    if not normalized or parse_number(normalized) is not None:
         return False
     stated = question_expressions(question)
-    return answer in stated and normalize_answer(reference) not in stated
+    return loose_form(extracted) in stated and loose_form(reference) not in stated

@@ -16,6 +16,9 @@ SIN = "Compute $\\sin 0^\\circ$."
     [
         ("\\sin 0^\\circ", "0", SIN, True),  # the demo's false positive
         ("\\sin 0^{\\circ}", "0", SIN, True),  # spelled differently, same after normalization
+        ("\\sin\\left(0^\\circ\\right)", "0", SIN, True),  # grouping and degree marks do not count
+        ("\\sin 0^\\circ = 0", "0", SIN, False),  # states a value: graded as usual
+        ("1+2\\cdot3", "7", "Find $1+2\\cdot3.$", True),  # the span's final period does not count
         ("0", "0", SIN, False),  # a number is an answer
         ("2", "2", "What is $\\frac{1}{2}$ of 4?", False),
         ("\\frac{1}{2}", "2", "What is $\\frac{1}{2}$ of 4?", False),  # a number: left to the comparison
@@ -31,7 +34,7 @@ def test_restates_question(extracted, reference, question, refused):
 
 
 def test_question_expressions_are_normalized_spans_and_sides():
-    assert question_expressions("Let $y = \\dfrac12$ and $\\sin 30^\\circ$.") == {"\\frac{1}{2}", "y", "\\sin30"}
+    assert question_expressions("Let $y = \\dfrac12$ and $\\sin 30^\\circ$.") == {"\\frac12", "y", "\\sin30"}
 
 
 def test_grade_refuses_a_restatement_only_when_it_knows_the_question():
