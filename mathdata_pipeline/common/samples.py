@@ -143,7 +143,7 @@ def sample_rows(
     return pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA)
 
 
-GradeFn = Callable[[list[tuple[str, str, str | None]]], list]
+GradeFn = Callable[[list[tuple[str, str, str | None, str]]], list]  # (response, reference, finish_reason, question)
 
 
 def draw_samples(
