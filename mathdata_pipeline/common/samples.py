@@ -143,7 +143,7 @@ def sample_rows(
     return pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA)
 
 
-GradeFn = Callable[[list[tuple[str, str, str | None]]], list]
+GradeFn = Callable[[list[tuple[str, str, str | None, str]]], list]  # (response, reference, finish_reason, question)
 
 
 def draw_samples(
@@ -173,7 +173,10 @@ def draw_samples(
     if grade is not None and references is not None:
         done = [i for i, r in enumerate(results) if isinstance(r, Completion)]
         verdicts = grade(
-            [(results[i].text, references[specs[i].problem_id] or "", results[i].finish_reason) for i in done]
+            [
+                (results[i].text, references[specs[i].problem_id] or "", results[i].finish_reason, specs[i].question)
+                for i in done
+            ]
         )
         for i, verdict in zip(done, verdicts):
             extracted[i], correct[i] = verdict.extracted, verdict.correct

@@ -291,7 +291,9 @@ class Grading(Protocol):
 
     pending: int
 
-    def submit(self, tag: Hashable, response: str, reference: str, finish_reason: str | None) -> None: ...
+    def submit(
+        self, tag: Hashable, response: str, reference: str, finish_reason: str | None, question: str | None = None
+    ) -> None: ...
 
     def poll(self) -> list: ...
 
@@ -350,6 +352,7 @@ def run_controller(
     grader_version: str = "",
     log: Callable[[str], None] = print,
     log_interval: float = 30.0,
+    question_for: Callable[[int], str] | None = None,
 ) -> ControllerReport:
     """Drive `planner` until every query has stopped.
 
@@ -359,10 +362,11 @@ def run_controller(
     difficulty pass that only counts; the verdict is None for a failed request); `max_in_flight`,
     samples submitted and not yet graded at most (stream policy); `verdicts`, the ledger holding
     verdicts of `grader_version` (None: grade everything); `log` for a progress line every
-    `log_interval` seconds. Output: a ControllerReport. Samples still in flight when the last
-    query stops are left to the caller to cancel (by closing the stream); they are `overshoot`.
+    `log_interval` seconds; `question_for(query)`, the question text the grader sees (None: none,
+    so answers restating the question are not refused). Output: a ControllerReport. Samples still
+    in flight when the last query stops are left to the caller to cancel (by closing the stream); they are `overshoot`.
     """
-    driver = _Driver(planner, stream, grading, request_for, reference_for, keep, verdicts, grader_version)
+    driver = _Driver(planner, stream, grading, request_for, reference_for, keep, verdicts, grader_version, question_for)
     driver.report.max_in_flight = max_in_flight
     started = last_log = time.monotonic()
     while not planner.finished:
@@ -403,6 +407,7 @@ class _Driver:
     keep: KeepFn | None
     verdicts: RequestLedger | None
     grader_version: str
+    question_for: Callable[[int], str] | None = None
     report: ControllerReport = field(default_factory=ControllerReport)
     requests: dict[tuple[int, int], Request] = field(default_factory=dict)
 
@@ -448,19 +453,24 @@ class _Driver:
             return
         reference = self.reference_for(query)
         if self.verdicts is not None:
-            key = verdict_key(result.text, reference, result.finish_reason, self.grader_version)
-            stored = self.verdicts.get_verdict(key)
+            stored = self.verdicts.get_verdict(self.verdict_key(query, result))
             if stored is not None:
                 self.report.verdicts_reused += 1
                 self.decided(query, index, result, stored)
                 return
-        self.grading.submit((query, index, result), result.text, reference, result.finish_reason)
+        question = self.question_for(query) if self.question_for else None
+        self.grading.submit((query, index, result), result.text, reference, result.finish_reason, question)
+
+    def verdict_key(self, query: int, result: Completion) -> str:
+        """The ledger key of the verdict on `result`, an answer to `query`."""
+        question = self.question_for(query) if self.question_for else ""
+        reference = self.reference_for(query)
+        return verdict_key(result.text, reference, result.finish_reason, self.grader_version, question)
 
     def graded(self, query: int, index: int, result: Completion, verdict: Verdict) -> None:
         """A fresh verdict: stored in the ledger with the grader version, then decided."""
         if self.verdicts is not None:
-            key = verdict_key(result.text, self.reference_for(query), result.finish_reason, self.grader_version)
-            self.verdicts.record_verdict(key, self.grader_version, verdict)
+            self.verdicts.record_verdict(self.verdict_key(query, result), self.grader_version, verdict)
         self.report.graded += 1
         self.decided(query, index, result, verdict)
 

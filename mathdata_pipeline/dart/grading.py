@@ -50,10 +50,13 @@ class GradingQueue:
         self._thread = threading.Thread(target=self._work, name="grading-queue", daemon=True)
         self._thread.start()
 
-    def submit(self, tag: Hashable, response: str, reference: str, finish_reason: str | None) -> None:
-        """Queue one response for grading against `reference`."""
+    def submit(
+        self, tag: Hashable, response: str, reference: str, finish_reason: str | None, question: str | None = None
+    ) -> None:
+        """Queue one response for grading against `reference`; with the `question` it answers, an
+        answer that only restates one of the question's expressions is refused (reason "restated")."""
         self.pending += 1
-        self._in.put((tag, (response, reference, finish_reason)))
+        self._in.put((tag, (response, reference, finish_reason, question)))
 
     def poll(self) -> list[tuple[Hashable, GradeResult]]:
         """The verdicts ready now (possibly none), as (tag, GradeResult)."""

@@ -137,6 +137,7 @@ def solve(
                 grading,
                 request_for=lambda query, index: solver.request(problems[query], index),
                 reference_for=lambda query: problems[query].reference_answer or "",
+                question_for=lambda query: problems[query].question,
                 keep=keep if sink is not None else None,
                 max_in_flight=max_in_flight or default_in_flight(stream.capacity),
                 verdicts=getattr(stream, "ledger", None),

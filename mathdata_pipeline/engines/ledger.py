@@ -89,9 +89,12 @@ def score_key(info: EngineInfo, prompt: str, completion: str) -> str:
     return stable_hash("score", info.backend, info.model_id, info.revision, prompt, completion, length=32)
 
 
-def verdict_key(response: str, reference: str, finish_reason: str | None, grader_version: str) -> str:
-    """The ledger key of one grading verdict."""
-    return stable_hash("verdict", grader_version, reference, finish_reason or "", response, length=32)
+def verdict_key(
+    response: str, reference: str, finish_reason: str | None, grader_version: str, question: str = ""
+) -> str:
+    """The ledger key of one grading verdict; `question`, the question the response answers when the
+    grader saw it (its verdict may depend on it: an answer restating the question is refused)."""
+    return stable_hash("verdict", grader_version, reference, finish_reason or "", response, question, length=32)
 
 
 class RequestLedger:

@@ -1,7 +1,9 @@
 """Grading a response against a reference answer: the verdict pipeline and the `Grader` pool.
 
 Order of checks (first that decides wins):
-`truncated` (finish_reason "length"/"abort") -> `no_answer` -> `no_reference` -> `exact`
+`truncated` (finish_reason "length"/"abort") -> `no_answer` -> `no_reference` -> `restated` (only
+when the question is given: a non-numeric answer that merely restates an expression of the
+question, see `restatement.py`) -> `exact`
 (normalized strings equal) -> `numeric` (both plain numbers: equal within tolerance, otherwise
 `mismatch`) -> `too_long` -> `structural` / `mismatch` (the comparison of `compare.py` decided
 in process: tuples, sets, intervals, relations, ... whose parts are equal as strings or numbers)
@@ -30,6 +32,7 @@ from .compare import answers_equal, cheap_leaf
 from .extract import BOX_MODES, BoxMode, extract_with_step
 from .normalize import clean_answer, normalize_answer
 from .numeric import Tolerance, has_percent, numbers_equal, parse_number
+from .restatement import restates_question
 from .symbolic import preload, symbolic_equal
 
 TRUNCATED_FINISH_REASONS = frozenset({"length", "abort"})
@@ -46,7 +49,8 @@ class GradeResult:
 
     Attributes: `correct`; `extracted`, the raw answer found in the response (None if none);
     `reason`, a short machine-readable code: "exact", "numeric", "structural", "symbolic"
-    (correct) or "mismatch", "no_answer", "no_reference", "truncated", "too_long", "timeout",
+    (correct) or "mismatch", "no_answer", "no_reference", "restated" (the answer only restates
+    an expression of the question), "truncated", "too_long", "timeout",
     "error:<Type>"; followed by "@boxes" or "@math_span" when the answer was found by that
     extraction step (e.g. "exact@math_span").
     """
@@ -79,12 +83,17 @@ def _cheap_grade(
     boxes: BoxMode,
     tolerance: Tolerance,
     max_symbolic_chars: int,
+    question: str | None = None,
 ) -> GradeResult | _SymbolicCheck:
-    """Every check except the symbolic one; returns a verdict or the pair still to check."""
+    """Every check except the symbolic one; returns a verdict or the pair still to check.
+    `question` (None: not known) enables the restatement check."""
     extracted, step = extract_with_step(response, fallback_last_number=fallback_last_number, boxes=boxes)
     if finish_reason in TRUNCATED_FINISH_REASONS:
         return GradeResult(False, extracted, "truncated")
-    outcome = _compare_answers(extracted, reference, tolerance, max_symbolic_chars)
+    if question and extracted and normalize_answer(reference) and restates_question(extracted, reference, question):
+        outcome: GradeResult | _SymbolicCheck = GradeResult(False, extracted, "restated")
+    else:
+        outcome = _compare_answers(extracted, reference, tolerance, max_symbolic_chars)
     if step not in STEPS_IN_REASON:
         return outcome
     if isinstance(outcome, GradeResult):
@@ -136,6 +145,7 @@ def grade(
     tolerance: Tolerance = DEFAULT_TOLERANCE,
     timeout_s: float | None = 5.0,
     max_symbolic_chars: int = 2000,
+    question: str | None = None,
 ) -> GradeResult:
     """Grade one response against a reference answer, all in the calling process.
 
@@ -144,7 +154,9 @@ def grade(
     reason ("length" or "abort" mean truncated, graded incorrect); `fallback_last_number`, allow
     the last number of the response as its answer; `tolerance`, for the numeric check;
     `timeout_s`, soft limit of the symbolic check (SIGALRM, main thread only);
-    `max_symbolic_chars`, longer answers are not parsed (reason "too_long").
+    `max_symbolic_chars`, longer answers are not parsed (reason "too_long"); `question`, the
+    question the response answers (None: unknown), which lets the grader refuse an answer that
+    only restates one of its expressions (reason "restated", see `restatement.py`).
     Output: a GradeResult. The symbolic check runs in this process, so a pathological
     expression that blocks inside C code can still hang it: grade untrusted model output with
     `Grader`, which adds a hard per-item limit in worker processes.
@@ -152,7 +164,7 @@ def grade(
     if boxes not in BOX_MODES:
         raise ValueError(f"boxes must be one of {BOX_MODES}, got {boxes!r}")
     outcome = _cheap_grade(
-        response, reference, finish_reason, fallback_last_number, boxes, tolerance, max_symbolic_chars
+        response, reference, finish_reason, fallback_last_number, boxes, tolerance, max_symbolic_chars, question
     )
     if isinstance(outcome, GradeResult):
         return outcome
@@ -163,14 +175,16 @@ def grade(
 GradeItem = Mapping[str, Any] | Sequence[Any]
 
 
-def _unpack(item: GradeItem) -> tuple[str, str, str | None]:
-    """(response, reference, finish_reason) from a dict or a 2- or 3-tuple."""
+def _unpack(item: GradeItem) -> tuple[str, str, str | None, str | None]:
+    """(response, reference, finish_reason, question) from a dict or a 2-, 3- or 4-tuple."""
     if isinstance(item, Mapping):
-        return item["response"], item["reference"], item.get("finish_reason")
+        return item["response"], item["reference"], item.get("finish_reason"), item.get("question")
     if len(item) == 2:
-        return item[0], item[1], None
-    response, reference, finish_reason = item
-    return response, reference, finish_reason
+        return item[0], item[1], None, None
+    if len(item) == 3:
+        return item[0], item[1], item[2], None
+    response, reference, finish_reason, question = item
+    return response, reference, finish_reason, question
 
 
 def _address_space_bytes() -> int | None:
@@ -268,23 +282,27 @@ class Grader:
             )
         return self._pool
 
-    def grade(self, response: str, reference: str, finish_reason: str | None = None) -> GradeResult:
-        """Grade one response; same as `grade_many([(response, reference, finish_reason)])[0]`."""
-        return self.grade_many([(response, reference, finish_reason)])[0]
+    def grade(
+        self, response: str, reference: str, finish_reason: str | None = None, question: str | None = None
+    ) -> GradeResult:
+        """Grade one response; same as `grade_many([(response, reference, finish_reason, question)])[0]`."""
+        return self.grade_many([(response, reference, finish_reason, question)])[0]
 
     def grade_many(self, items: Iterable[GradeItem]) -> list[GradeResult]:
         """Grade a batch; results are in the order of `items`.
 
         Input: an iterable of dicts with keys "response", "reference" and optional
-        "finish_reason", or of tuples `(response, reference)` / `(response, reference,
-        finish_reason)`. Output: one GradeResult per item. Never raises for a bad expression:
+        "finish_reason" and "question", or of tuples `(response, reference)` / `(response,
+        reference, finish_reason)` / `(response, reference, finish_reason, question)`; with the
+        question, an answer that only restates one of its expressions is refused ("restated").
+        Output: one GradeResult per item. Never raises for a bad expression:
         each symbolic check holds a worker for at most `timeout_s` (its own alarm), or
         `timeout_s` + 0.5 s plus pebble's 3 s SIGTERM-to-SIGKILL grace if the worker cannot
         respond (e.g. stuck in C code); a killed worker is replaced.
         """
         outcomes: list[GradeResult | _SymbolicCheck] = []
         for item in items:
-            response, reference, finish_reason = _unpack(item)
+            response, reference, finish_reason, question = _unpack(item)
             outcomes.append(
                 _cheap_grade(
                     response,
@@ -294,6 +312,7 @@ class Grader:
                     self.boxes,
                     self.tolerance,
                     self.max_symbolic_chars,
+                    question,
                 )
             )
         return self._resolve(outcomes)

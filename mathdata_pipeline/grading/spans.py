@@ -135,6 +135,12 @@ def _spans(text: str) -> list[tuple[str, int, int, int, int]]:
     return spans
 
 
+def math_spans(text: str) -> list[str]:
+    """The contents of the last 16 math spans of `text`, in order (same rules as `last_math_span`;
+    an environment gives its last row). Used to read the expressions a question states."""
+    return [content for span in _spans(text) if (content := _span_content(span[0], text[span[1] : span[2]]))]
+
+
 def leading_math_span(text: str) -> tuple[str, int] | None:
     """`(content, end)` of the math span that `text` starts with (same rules as `last_math_span`:
     an inline span stays on one line, `\\$` is escaped), or None."""

@@ -302,3 +302,26 @@ def test_one_run_serves_uniform_and_prop2diff_and_each_curation_is_its_own_runs(
         single, single_planner, _, _ = solve_scripted(tmp_path, alone, ledger_name=f"{name}.sqlite")
         assert per_problem(curate(single), "sample_index") == kept[name]  # the same rows as a run of its own
         assert (single_planner.state(list(SCRIPTS)).n_trials <= state.n_trials).all()
+
+
+class RestatingEngine(ScriptedEngine):
+    """Test double, no model: every sample answers with the question's own expression."""
+
+    def generate(self, requests):
+        for position, _ in enumerate(requests):
+            self.generated += 1
+            yield position, Completion("so it is \\boxed{\\sin 0^\\circ}", "stop", 3, 5)
+
+
+def test_the_grader_sees_the_question_and_refuses_a_restated_answer(tmp_path):
+    problems = [Problem("sin0", "Compute $\\sin 0^\\circ$.", "0")]
+    solver = Solver(get_template("deepseekmath"), SamplingParams(temperature=1.0, top_p=0.95, max_tokens=16), SALT, "m")
+    folder = tmp_path / "parts"
+    with RequestLedger(tmp_path / "l.sqlite") as ledger, SampleSink(folder, DART_SAMPLE_SCHEMA, 5) as sink:
+        with LedgerStream(RestatingEngine(), ledger, log=lambda _: None) as stream:
+            planner, report = solve(problems, 2, None, solver, stream, sink=sink, log=lambda _: None)
+        sink.write(tmp_path / "rows.parquet", transform=with_targets(planner.state(["sin0"])))
+    table = pq.read_table(tmp_path / "rows.parquet")
+    assert table.column("grade_reason").to_pylist() == ["restated", "restated"]
+    assert table.column("correct").to_pylist() == [False, False]
+    assert dict(report.grade_reasons) == {"restated": 2}
