@@ -81,7 +81,7 @@ def test_a_relaxed_asset_is_tagged_and_observed_with_the_reason(tmp_path, data_r
         assert run.job_name == "sources_job" and run.remote_job_origin.job_name == "sources_job"
         assert run.remote_job_origin.location_name == "mathdata_pipeline"
         in_repository = dg.RunsFilter(
-            job_name="sources_job", tags={"dagster/repository": "__repository__@mathdata_pipeline"}
+            job_name="sources_job", tags={".dagster/repository": "__repository__@mathdata_pipeline"}
         )
         assert plain.run_id in instance.get_run_ids(in_repository)  # how a job's history finds its runs
         assert run.asset_selection == {dg.AssetKey("eval_benchmarks")} and run.job_code_origin.job_name == "sources_job"
