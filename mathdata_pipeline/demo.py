@@ -8,6 +8,7 @@ materialization, its metadata and its lineage afterwards. Run config for each as
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -17,6 +18,14 @@ from pathlib import Path
 import dagster as dg
 import pyarrow.compute as pc
 import yaml
+from dagster._core.definitions.job_base import InMemoryJob
+from dagster._core.definitions.reconstruct import ReconstructableRepository
+from dagster._core.definitions.repository_definition.valid_definitions import SINGLETON_REPOSITORY_NAME
+from dagster._core.execution.api import execute_run
+from dagster._core.execution.execute_in_process import merge_run_tags
+from dagster._core.origin import JobPythonOrigin
+from dagster._core.remote_origin import CodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
+from dagster._core.workspace.load import location_origins_from_yaml_paths
 
 from mathdata_pipeline.automation import (
     family_job_name,
@@ -26,7 +35,7 @@ from mathdata_pipeline.automation import (
     worker_tags,
 )
 from mathdata_pipeline.common.partitions import register_seed_sources
-from mathdata_pipeline.common.paths import config_dir
+from mathdata_pipeline.common.paths import REPO_ROOT, config_dir
 from mathdata_pipeline.definitions import defs
 from mathdata_pipeline.run_config import check_run_config_file
 from mathdata_pipeline.sources.config import data_dir
@@ -90,26 +99,59 @@ def main() -> int:
         return _materialize_plan(instance, run_config, only, local, started)
 
 
+WORKSPACE_FILE = REPO_ROOT / "workspace.yaml"
+DEFINITIONS_MODULE = "mathdata_pipeline.definitions"
+
+
+@functools.cache
+def _code_location_origin() -> CodeLocationOrigin:
+    """The origin of the code location that loads `mathdata_pipeline.definitions` in `workspace.yaml`,
+    exactly as `make ui` (`dagster dev -w workspace.yaml`) builds it from that file, so runs created
+    with it belong to that code location. ValueError naming the file when no location loads it."""
+    for origin in location_origins_from_yaml_paths([str(WORKSPACE_FILE)]):
+        target = getattr(origin, "loadable_target_origin", None)
+        if target is not None and target.module_name == DEFINITIONS_MODULE:
+            return origin
+    raise ValueError(f"{WORKSPACE_FILE}: no code location loads the module {DEFINITIONS_MODULE}")
+
+
+def job_origins(job_name: str) -> tuple[RemoteJobOrigin, JobPythonOrigin]:
+    """The origins a run of `job_name` gets when the UI or the daemon launches it: the remote one
+    (code location of `workspace.yaml`, repository of `defs`, job), which the Runs page, the
+    Overview timeline and the job's history group runs by, and the Python one (module
+    `mathdata_pipeline.definitions`, attribute `defs`, this interpreter) that reloads the job."""
+    repository = RemoteRepositoryOrigin(_code_location_origin(), SINGLETON_REPOSITORY_NAME)
+    code = ReconstructableRepository.for_module(DEFINITIONS_MODULE, "defs", str(REPO_ROOT)).get_python_origin()
+    return RemoteJobOrigin(repository, job_name), JobPythonOrigin(job_name, code)
+
+
 def launch(
     instance: dg.DagsterInstance, key: dg.AssetKey, partition: str | None, op_config: dict, relaxed: str = ""
-) -> dg.ExecuteInProcessResult:
+) -> dg.JobExecutionResult:
     """Materialize one asset partition as a run of its stage-family job (`automation.FAMILIES`),
     in this process, tagged as a demo run with its partition (`mathdata/spec`, `mathdata/source`,
-    `mathdata/shard`) and with this process as its worker. `op_config` is {asset name: {config}}
-    or empty; `relaxed`, what the demo relaxes for this asset (`demo-relaxed.yaml`): tagged
+    `mathdata/shard`) and with this process as its worker. The run carries the job's origins in the
+    code location of `workspace.yaml` (`job_origins`), so the UI shows it under its job (timeline,
+    job history) like a run launched from the UI. `op_config` is {asset name: {config}} or empty;
+    `relaxed`, what the demo relaxes for this asset (`demo-relaxed.yaml`): tagged
     `mathdata/demo_relaxed` and, after a success, recorded as an observation of the asset partition
     with metadata `demo_relaxed`. Returns Dagster's result (never raises on a step failure)."""
     job = defs.resolve_job_def(family_job_name(key.path[-1]))
     partitions_def = defs.resolve_assets_def(key).partitions_def
+    run_config = {"ops": op_config, "loggers": {"console": {"config": {"log_level": "INFO"}}}}
     tags = {DEMO_TAG: "true", **partition_tags(partitions_def, partition), **worker_tags()}
-    result = job.execute_in_process(
-        run_config={"ops": op_config, "loggers": {"console": {"config": {"log_level": "INFO"}}}},
-        instance=instance,
-        partition_key=partition,
-        asset_selection=[key],
-        tags={**tags, RELAXED_TAG: relaxed} if relaxed else tags,
-        raise_on_error=False,
+    tags = merge_run_tags(job, partition, {**tags, RELAXED_TAG: relaxed} if relaxed else tags, [key], instance, None)
+    in_process = job.as_ephemeral_job(resource_defs={}, input_values={})  # what `execute_in_process` runs
+    remote_origin, code_origin = job_origins(job.name)
+    run = instance.create_run_for_job(
+        in_process,
+        run_config=run_config,
+        tags=tags,
+        asset_selection={key},
+        remote_job_origin=remote_origin,
+        job_code_origin=code_origin,
     )
+    result = execute_run(InMemoryJob(in_process), run, instance)
     if relaxed and result.success:
         note = {"demo_relaxed": dg.MetadataValue.text(relaxed)}
         instance.report_runless_asset_event(dg.AssetObservation(asset_key=key, partition=partition, metadata=note))

@@ -1,13 +1,24 @@
-"""What the demo says at its end (rows per generating method, rows to trace, rows pruned) and how
-it records what it relaxes (a run tag and an observation beside the materialization)."""
+"""What the demo says at its end (rows per generating method, rows to trace, rows pruned), how
+it records what it relaxes (a run tag and an observation beside the materialization), and that its
+runs belong to their job in the code location of `workspace.yaml` (so the UI's Overview timeline
+and job histories list them)."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
+import pytest
 
 from mathdata_pipeline import demo
 from mathdata_pipeline.curation.solutions import SOLUTION_SCHEMA
@@ -66,3 +77,98 @@ def test_a_relaxed_asset_is_tagged_and_observed_with_the_reason(tmp_path, data_r
         plain = demo.launch(instance, dg.AssetKey("eval_benchmarks"), None, {})
         assert demo.RELAXED_TAG not in instance.get_run_by_id(plain.run_id).tags
         assert len(instance.fetch_observations(dg.AssetKey("eval_benchmarks"), limit=5).records) == 1
+        run = instance.get_run_by_id(plain.run_id)
+        assert run.job_name == "sources_job" and run.remote_job_origin.job_name == "sources_job"
+        assert run.remote_job_origin.location_name == "mathdata_pipeline"
+        in_repository = dg.RunsFilter(
+            job_name="sources_job", tags={".dagster/repository": "__repository__@mathdata_pipeline"}
+        )
+        assert plain.run_id in instance.get_run_ids(in_repository)  # how a job's history finds its runs
+        assert run.asset_selection == {dg.AssetKey("eval_benchmarks")} and run.job_code_origin.job_name == "sources_job"
+
+
+# The query the UI's Overview timeline sends for finished runs (dagster-webserver's
+# `CompletedRunTimelineQuery`; the UI drops a run without `repositoryOrigin`), and a job's history.
+TIMELINE = """query ($filter: RunsFilter!) {
+  runsOrError(filter: $filter, limit: 500) {
+    ... on Runs { results { id pipelineName repositoryOrigin { repositoryName repositoryLocationName } } }
+  }
+  pipelineOrError(params: {pipelineName: "sources_job", repositoryName: "__repository__",
+                           repositoryLocationName: "mathdata_pipeline"}) {
+    ... on Pipeline { runs { runId } }
+  }
+}"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _graphql(base: str, query: str, variables: dict) -> dict:
+    body = json.dumps({"query": query, "variables": variables}).encode()
+    request = urllib.request.Request(f"{base}/graphql", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        payload = json.loads(response.read())
+    assert "errors" not in payload, payload
+    return payload["data"]
+
+
+@pytest.fixture
+def webserver(tmp_path, data_root):
+    """`dagster-webserver` on a free loopback port for `workspace.yaml` and a fresh DAGSTER_HOME
+    (the process group is stopped after the test). Yields (base URL, DAGSTER_HOME)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "MATHDATA_STORAGE": str(tmp_path / "storage")}
+    port = _free_port()
+    command = [str(Path(sys.executable).with_name("dagster-webserver")), "-h", "127.0.0.1", "-p", str(port)]
+    log = (tmp_path / "webserver.log").open("wb")
+    process = subprocess.Popen(
+        [*command, "-w", str(REPO / "workspace.yaml")],
+        cwd=home,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/server_info", timeout=2).close()
+                break
+            except OSError:
+                assert process.poll() is None, (tmp_path / "webserver.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "dagster-webserver did not answer /server_info in 180 s"
+                time.sleep(1)
+        yield base, home
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+        log.close()
+
+
+@pytest.mark.slow
+def test_the_timeline_and_the_job_history_list_a_demo_run_under_its_job(webserver, monkeypatch):
+    base, home = webserver
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("MATHDATA_STORAGE", str(home.parent / "storage"))
+    with dg.DagsterInstance.get() as instance:
+        result = demo.launch(instance, dg.AssetKey("eval_benchmarks"), None, {})
+    assert result.success
+    now = time.time()
+    data = _graphql(base, TIMELINE, {"filter": {"updatedAfter": now - 3600, "updatedBefore": now + 60}})
+    (run,) = data["runsOrError"]["results"]
+    assert run == {
+        "id": result.run_id,
+        "pipelineName": "sources_job",
+        "repositoryOrigin": {"repositoryName": "__repository__", "repositoryLocationName": "mathdata_pipeline"},
+    }
+    assert data["pipelineOrError"]["runs"] == [{"runId": result.run_id}]
