@@ -1,9 +1,12 @@
 """Scale-out costs: tables on object storage vs local disk (`--part storage`); requests per second
 through the `ray` engine backend with one vs two local Ray workers (`--part ray`, written in
-benchmarks/distributed_ray.py, which also runs on its own).
+benchmarks/distributed_ray.py, which also runs on its own); embeddings per second through
+`compute: ray` with one vs two local Ray workers vs the local path (`--part embeddings`, written in
+benchmarks/distributed_compute.py, which also runs on its own).
 
     .venv/bin/python benchmarks/distributed.py --part storage [--quick] [--rows 1000000] [--repeats 3]
     .venv/bin/python benchmarks/distributed.py --part ray [--quick]
+    .venv/bin/python benchmarks/distributed.py --part embeddings [--quick]
 
 Storage: one table of `--rows` rows shaped like the pipeline's (row and problem ids, a 200-character
 text, a float score, an int index; seeded, so every run writes the same bytes) is written and read
@@ -131,7 +134,7 @@ def storage_part(rows: int, repeats: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["storage", "ray"], default="storage")
+    parser.add_argument("--part", choices=["storage", "ray", "embeddings"], default="storage")
     parser.add_argument("--quick", action="store_true", help="CI size: 100,000 rows, one repeat")
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3)
@@ -141,6 +144,12 @@ def main() -> None:
 
         count, max_tokens = (8, 32) if args.quick else (32, 64)
         print(json.dumps({"benchmark": "distributed", "part": "ray", **ray_part(count, max_tokens)}))
+        return
+    if args.part == "embeddings":
+        from distributed_compute import embeddings_part  # benchmarks/ is on sys.path as above
+
+        count, rounds = (64, 2) if args.quick else (1024, 4)
+        print(json.dumps({"benchmark": "distributed", "part": "embeddings", **embeddings_part(count, rounds)}))
         return
     rows, repeats = (100_000, 1) if args.quick else (args.rows, args.repeats)
     result = storage_part(rows, repeats)

@@ -1,5 +1,5 @@
 """The services the scale-out tests start themselves, on 127.0.0.1 with free ports: a PostgreSQL 15
-server and an S3-compatible server (moto's server mode). Both die with the test process: the
+server, an S3-compatible server (moto's server mode) and a local Ray cluster (`local_ray_cluster`). Both die with the test process: the
 PostgreSQL server is a child that gets SIGQUIT (immediate shutdown) when pytest exits, however it
 exits, and the S3 server is a thread of the pytest process. They fail, never skip, when they
 cannot start."""
@@ -17,6 +17,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -157,3 +158,26 @@ def s3_storage(s3_server, monkeypatch, tmp_path) -> str:
     fs = fsspec.filesystem("s3", endpoint_url=s3_server.url, skip_instance_cache=True)
     fs.mkdir(bucket)
     return f"s3://{bucket}/tables"
+
+
+RAY_OBJECT_STORE = 80 * 2**20  # the smallest Ray accepts: the tests pass only small values
+
+
+@contextmanager
+def local_ray_cluster(workers: int = 2, cpus_per_worker: int = 1, gpus_per_worker: int = 0):
+    """A Ray head without CPUs (so no task or actor lands on it) and `workers` worker nodes on
+    this machine, each with `cpus_per_worker` CPUs (and `gpus_per_worker` GPUs); every Ray process
+    is stopped when the block ends. Yields `ray.cluster_utils.Cluster` (`.address` for `ray.init`)."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 0, "include_dashboard": False, "object_store_memory": RAY_OBJECT_STORE},
+    )
+    try:
+        for _ in range(workers):
+            cluster.add_node(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, object_store_memory=RAY_OBJECT_STORE)
+        cluster.wait_for_nodes()
+        yield cluster
+    finally:
+        cluster.shutdown()

@@ -15,6 +15,7 @@ from mathdata_pipeline.automation import FAMILY_JOBS, mixture_job
 from mathdata_pipeline.common.metadata import table_metadata
 from mathdata_pipeline.common.partitions import mixture_specs
 from mathdata_pipeline.common.paths import config_dir
+from mathdata_pipeline.common.resources import ComputeConfig
 from mathdata_pipeline.engines.base import Request
 from mathdata_pipeline.engines.ledger import RequestLedger
 from mathdata_pipeline.engines.resources import LLMResource
@@ -87,6 +88,9 @@ class ScoresConfig(dg.Config):
     score_batch_tokens: int = Field(default=8192, ge=16, description="padded tokens per scoring forward pass")
     reference: bool = Field(default=True, description="also score the base model (once) as the reference")
     sample_salt: str = Field(default="benchmark_scores", description="picks the items; the same salt, the same items")
+    compute: ComputeConfig = Field(
+        default_factory=ComputeConfig, description="log-probabilities: local, or on Ray workers (README Scale out)"
+    )
 
     def settings(self, trained: dict) -> ScoreSettings:
         """The scoring settings for a model trained with `trained` (its training.json config)."""
@@ -217,6 +221,7 @@ def benchmark_scores(
             grade=grader.grade_many,
             release=llm.close_engine,
             log=context.log.info,
+            compute=config.compute.ray(),
         )
     llm.close_engine()
     _keep_previous(store, table, spec)

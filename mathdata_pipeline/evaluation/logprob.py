@@ -40,6 +40,12 @@ def weights_revision(folder: str | Path) -> str:
     return stable_hash("weights", *parts, length=12)
 
 
+def scorer_info(source: str | Path, model_id: str, max_tokens: int) -> EngineInfo:
+    """The identity of a BatchScorer of `source` in ledger keys (computed without loading it)."""
+    revision = weights_revision(source) if Path(source).is_dir() else str(source)
+    return EngineInfo(backend="transformers", model_id=model_id, revision=revision, context_length=max_tokens)
+
+
 class BatchScorer:
     """Batched log-probabilities with a transformers causal LM.
 
@@ -58,8 +64,7 @@ class BatchScorer:
         self.model, self.tokenizer = load_causal_lm(str(source))
         self.model.to(self.device)
         self.max_tokens, self.batch_tokens = max_tokens, batch_tokens
-        revision = weights_revision(source) if Path(source).is_dir() else str(source)
-        self.info = EngineInfo(backend="transformers", model_id=model_id, revision=revision, context_length=max_tokens)
+        self.info = scorer_info(source, model_id, max_tokens)
 
     def chat_prompt(self, question: str) -> str:
         """`question` as the user turn in the model's chat template, with the assistant opening."""
@@ -153,7 +158,9 @@ def score_many(
     """`scorer.score` over `pairs` through `ledger`: stored scores are reused, the rest are scored
     `chunk` pairs at a time and committed after each chunk (a crash loses one chunk at most).
     Pairs too long to score are not stored (None). Output: (scores aligned with `pairs`,
-    statistics: requests, cache_hits, prompt_tokens = scored completion tokens, wall_seconds)."""
+    statistics: requests, cache_hits, prompt_tokens = scored completion tokens, wall_seconds).
+    A scorer with workers (`ray_scoring.RayScorer`) gets chunks of at most `chunk` pairs (fewer when
+    that gives each worker about four chunks); each chunk is committed as it comes back."""
     started = time.monotonic()
     stats = GenerationStats(requests=len(pairs))
     keys = [score_key(scorer.info, prompt, completion) for prompt, completion in pairs]
@@ -166,9 +173,8 @@ def score_many(
     todo = list(first.values())
     progress = Progress(len(pairs), log, progress_interval, label="scored")
     progress.advance(stats.cache_hits)
-    for start in range(0, len(todo), chunk):
-        part = todo[start : start + chunk]
-        for i, score in zip(part, scorer.score([pairs[i] for i in part])):
+    for part, part_scores in _chunk_scores(scorer, pairs, todo, chunk):
+        for i, score in zip(part, part_scores):
             found[keys[i]] = score
             if score is not None:
                 ledger.record_score(keys[i], scorer.info, score)
@@ -178,3 +184,15 @@ def score_many(
     stats.prompt_tokens = sum(s.tokens for s in scores if s is not None)
     stats.wall_seconds = time.monotonic() - started
     return scores, stats
+
+
+def _chunk_scores(scorer, pairs: Sequence[tuple[str, str]], todo: list[int], chunk: int):
+    """(indices, their scores) chunk by chunk: from the scorer's workers in completion order when
+    it has them (`ray_scoring.RayScorer`), else scored here one chunk after another."""
+    if hasattr(scorer, "score_in_chunks"):
+        chunk = max(1, min(chunk, -(-len(todo) // (4 * max(1, scorer.workers)))))
+    parts = [todo[start : start + chunk] for start in range(0, len(todo), chunk)]
+    if hasattr(scorer, "score_in_chunks"):
+        done = scorer.score_in_chunks([(n, [pairs[i] for i in part]) for n, part in enumerate(parts)])
+        return ((parts[n], part_scores) for n, part_scores in done)
+    return ((part, scorer.score([pairs[i] for i in part])) for part in parts)

@@ -13,12 +13,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
 
 from mathdata_pipeline.common.hf_models import EMBEDDED
 from mathdata_pipeline.common.names import path_component
+from mathdata_pipeline.common.ray_map import RayCompute
 from mathdata_pipeline.common.samples import GradeFn, SampleSpec, draw_samples
 from mathdata_pipeline.common.text import stable_hash
 from mathdata_pipeline.common.training import HF_SUBDIR, TRAINING_JSON, TrainedModel, TrainingSettings
@@ -28,6 +30,7 @@ from mathdata_pipeline.engines.runner import GenerateFn, GenerationStats
 from mathdata_pipeline.evaluation.conversations import EVAL_TEMPLATES
 from mathdata_pipeline.evaluation.items import logprob_target
 from mathdata_pipeline.evaluation.logprob import BatchScorer, score_many
+from mathdata_pipeline.evaluation.ray_scoring import RayScorer
 from mathdata_pipeline.evaluation.sft import export_reference
 
 ITEM_SCHEMA = pa.schema(
@@ -122,13 +125,15 @@ def score_models(
     grade: GradeFn,
     release: Callable[[], None] = lambda: None,
     log: Callable[[str], None] = print,
+    compute: RayCompute | None = None,
 ) -> tuple[pa.Table, GenerationStats]:
     """The per-item table (ITEM_SCHEMA, one row per model and item) of mixture `spec`.
 
     Inputs: the items (`items.select_items`); the models; the settings; the ledger for
     log-probabilities; `generate_for(model_dir)`, the engine-layer generate function serving that
     model; `grade` (`Grader.grade_many`); `release`, called before a scorer is loaded (frees the
-    generation engine); `log`. Output: (table, log-probability statistics).
+    generation engine); `log`; `compute`: score log-probabilities on Ray workers
+    (`ray_scoring.RayScorer`) instead of in this process. Output: (table, log-probability statistics).
     """
     rows = items.to_pylist()
     targets = [logprob_target(r["reference_solution"], r["reference_answer"]) for r in rows]
@@ -137,15 +142,17 @@ def score_models(
     for model in models:
         release()
         log(f"log-probabilities of {len(scored)} reference texts under {model.model_id}")
-        scorer = BatchScorer(
+        scorer = (BatchScorer if compute is None else partial(RayScorer, compute))(
             model.model_dir / HF_SUBDIR,
             model_id=model.model_id,
             max_tokens=settings.max_score_tokens,
             batch_tokens=settings.batch_tokens,
         )
-        pairs = [(_prompt(scorer, settings.template, rows[i]["question"]), targets[i][0]) for i in scored]
-        scores, run_stats = score_many(scorer, ledger, pairs, log=log)
-        scorer.close()
+        try:
+            pairs = [(_prompt(scorer, settings.template, rows[i]["question"]), targets[i][0]) for i in scored]
+            scores, run_stats = score_many(scorer, ledger, pairs, log=log)
+        finally:
+            scorer.close()
         logprobs[model.role] = dict(zip(scored, scores))
         stats.append(run_stats)
     release()
@@ -199,7 +206,7 @@ def _verdict(sample: dict | None) -> bool | None:
     return sample["correct"]
 
 
-def _prompt(scorer: BatchScorer, template: str, question: str) -> str:
+def _prompt(scorer: BatchScorer | RayScorer, template: str, question: str) -> str:
     """The prompt text in front of the scored solution: what the engine renders for generation."""
     return scorer.chat_prompt(question) if template == "chat" else EVAL_TEMPLATES[template].prompt(question)
 

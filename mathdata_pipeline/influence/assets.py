@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from mathdata_pipeline.common.metadata import counts_metadata, generation_metadata, table_metadata
+from mathdata_pipeline.common.resources import ComputeConfig
 from mathdata_pipeline.common.samples import SampleSpec, draw_samples
 from mathdata_pipeline.common.subsets import solver_subset
 from mathdata_pipeline.common.templates import TemplateName, get_template
@@ -119,10 +120,13 @@ class FeatureConfig(dg.Config):
     seed: int = Field(default=0, description="seed of the warm-up share, adapter init and dropout")
     device: DeviceName = Field(default="auto", description="auto = cuda when present, else cpu")
     dtype: DtypeName = Field(default="auto", description="auto = bfloat16 on cuda, float32 on cpu")
+    compute: ComputeConfig = Field(
+        default_factory=ComputeConfig, description="local, or chunks on Ray workers (README Scale out)"
+    )
 
     def settings(self, model: str) -> FeatureSettings:
         """The plain settings of `compute_checkpoint_features` for the scoring `model`."""
-        return FeatureSettings(model=model, **self.model_dump(exclude={"max_examples"}))
+        return FeatureSettings(model=model, **self.model_dump(exclude={"max_examples", "compute"}))
 
 
 @dg.asset(
@@ -150,7 +154,12 @@ def gradient_features(
     )
     with store.folder("gradient_features", mode="update") as root:
         report = compute_checkpoint_features(
-            inputs.train, inputs.val, root, config.settings(inputs.scoring_model), inputs.warmup
+            inputs.train,
+            inputs.val,
+            root,
+            config.settings(inputs.scoring_model),
+            inputs.warmup,
+            compute=config.compute.ray(),
         )
     splits = [("train", e.example_id) for e in inputs.train] + [("val", e.example_id) for e in inputs.val]
     splits += [("heldout", i) for i in inputs.heldout_ids]

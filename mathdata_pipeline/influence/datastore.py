@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from mathdata_pipeline.common.hf_models import EMBEDDED
+from mathdata_pipeline.common.ray_map import RayCompute
 from mathdata_pipeline.influence.gradient_features import (
     Example,
     GradientFeaturizer,
@@ -26,6 +27,7 @@ from mathdata_pipeline.influence.gradient_features import (
     load_features,
     write_atomically,
 )
+from mathdata_pipeline.influence.ray_features import RayFeaturizer
 from mathdata_pipeline.influence.warmup import checkpoint_weights, warmup_lora
 
 CHECKPOINTS_FILE = "checkpoints.json"
@@ -78,10 +80,13 @@ def compute_checkpoint_features(
     root: Path,
     settings: FeatureSettings,
     warmup: Sequence[Example] = (),
+    *,
+    compute: RayCompute | None = None,
 ) -> dict[str, int | str]:
     """Warm up on the `warmup` examples (LESS: a random 5% of the training rows; ignored when
     `warmup_epochs` is 0), then write the features of `train` and `val` for every checkpoint
-    under `root` (see module doc).
+    under `root` (see module doc). With `compute` the features (not the warm-up) are computed by
+    Ray workers (`ray_features.RayFeaturizer`), the shards still written here as they finish.
     Output: counts (checkpoints, warm-up examples, examples and shards per split) and
     `grad_type_train` ("adam" after a warm-up, else "sgd")."""
     root = Path(root)
@@ -114,19 +119,26 @@ def compute_checkpoint_features(
         )
         weights = checkpoint_weights(checkpoints)
         runs = [(f"checkpoint-{c.epoch}", c.path, c.mean_lr, w) for c, w in zip(checkpoints, weights)]
-        featurizer = GradientFeaturizer(settings.model, checkpoints[0].path, **featurizer_settings)
+        featurizer_args = (settings.model, checkpoints[0].path)
         grad_type, warmed = "adam", len(warmup)
     else:
-        featurizer = GradientFeaturizer(
-            settings.model, r=settings.lora_r, alpha=settings.lora_alpha, **featurizer_settings
-        )
+        featurizer_args = (settings.model, None)
+        featurizer_settings.update(r=settings.lora_r, alpha=settings.lora_alpha)
         runs, grad_type, warmed = [("fresh", None, 0.0, 1.0)], "sgd", 0
+    if compute is None:
+        featurizer = GradientFeaturizer(*featurizer_args, **featurizer_settings)
+    else:
+        featurizer = RayFeaturizer(compute, *featurizer_args, **featurizer_settings)
     listing = []
-    for name, adapter, mean_lr, weight in runs:
-        for split, examples, kind in (("train", train, grad_type), ("val", val, "sgd")):
-            featurizer.use_checkpoint(adapter, kind)
-            compute_feature_shards(featurizer, examples, root / name / split, shard_size=settings.shard_size)
-        listing.append({"name": name, "mean_lr": mean_lr, "weight": weight, "grad_type_train": grad_type})
+    try:
+        for name, adapter, mean_lr, weight in runs:
+            for split, examples, kind in (("train", train, grad_type), ("val", val, "sgd")):
+                featurizer.use_checkpoint(adapter, kind)
+                compute_feature_shards(featurizer, examples, root / name / split, shard_size=settings.shard_size)
+            listing.append({"name": name, "mean_lr": mean_lr, "weight": weight, "grad_type_train": grad_type})
+    finally:
+        if compute is not None:
+            featurizer.close()
     write_atomically(root / CHECKPOINTS_FILE, lambda f: f.write(json.dumps(listing, indent=2).encode()))
     return {
         "checkpoints": len(runs),

@@ -440,6 +440,10 @@ def compute_feature_shards(
 ) -> list[Path]:
     """Features of `examples` in resumable shards; returns the shard paths in order.
 
+    `featurizer` is a `GradientFeaturizer` (chunks computed here, in order) or a
+    `ray_features.RayFeaturizer` (chunks computed by Ray workers; each shard is written here as
+    its chunk comes back, so a lost worker costs only the shard it held).
+
     Shard i (`out_dir/shard-0000i.npz`: ids, features, norms, settings_key, examples_key) holds
     examples[i*shard_size:(i+1)*shard_size] and is written atomically (temporary file + rename).
     A rerun recomputes only shards that are missing or whose featurizer settings or examples
@@ -463,20 +467,26 @@ def compute_feature_shards(
         "shards": [p.name for p in paths],
     }
     write_atomically(out_dir / MANIFEST_FILE, lambda f: f.write(json.dumps(manifest, indent=2).encode()))
-    for path, chunk in zip(paths, chunks):
-        key = _examples_key(chunk)
-        if _shard_is_current(path, settings, key):
-            continue
-        vectors, norms = featurizer.features_with_norms(chunk)
+    keys = [_examples_key(chunk) for chunk in chunks]
+    todo = [(i, chunk) for i, chunk in enumerate(chunks) if not _shard_is_current(paths[i], settings, keys[i])]
+    for i, (vectors, norms) in _chunk_features(featurizer, todo):
         arrays = {
-            "ids": np.array([e.example_id for e in chunk]),
+            "ids": np.array([e.example_id for e in chunks[i]]),
             "features": vectors,
             "norms": norms,
             "settings_key": np.array(settings),
-            "examples_key": np.array(key),
+            "examples_key": np.array(keys[i]),
         }
-        write_atomically(path, lambda f, arrays=arrays: np.savez(f, **arrays))
+        write_atomically(paths[i], lambda f, arrays=arrays: np.savez(f, **arrays))
     return paths
+
+
+def _chunk_features(featurizer, todo: list[tuple[int, Sequence[Example]]]):
+    """(index, (features, norms)) of each chunk: from the featurizer's workers in completion order
+    when it has them (`ray_features.RayFeaturizer`), else computed here one chunk after another."""
+    if hasattr(featurizer, "features_in_chunks"):
+        return featurizer.features_in_chunks(todo)
+    return ((i, featurizer.features_with_norms(chunk)) for i, chunk in todo)
 
 
 def load_features(out_dir: Path | str) -> tuple[list[str], np.ndarray]:

@@ -14,6 +14,7 @@ from pydantic import Field
 from mathdata_pipeline.common.metadata import counts_metadata, generation_metadata, table_metadata
 from mathdata_pipeline.common.partitions import mixture_specs
 from mathdata_pipeline.common.plots import coverage_plot
+from mathdata_pipeline.common.resources import ComputeConfig
 from mathdata_pipeline.decontamination.checks import contamination_check, contamination_check_spec
 from mathdata_pipeline.decontamination.filter import drop_benchmark_overlap
 from mathdata_pipeline.engines.resources import LLMResource
@@ -21,8 +22,9 @@ from mathdata_pipeline.engines.runner import GenerationStats
 from mathdata_pipeline.mixtures.spec import load_mixture_spec
 from mathdata_pipeline.qads.candidates import candidate_rows, candidate_texts
 from mathdata_pipeline.qads.checks import EVALUATION_CHECK_SPEC, evaluation_split_check
-from mathdata_pipeline.qads.embeddings import EmbeddingCache, build_embedder, embed_candidates, embedding_matrix
+from mathdata_pipeline.qads.embeddings import EmbeddingCache, embed_candidates, embedding_matrix
 from mathdata_pipeline.qads.quality import alpaca_prompt, chat_renderer, quality_table
+from mathdata_pipeline.qads.ray_embeddings import open_embedder
 from mathdata_pipeline.qads.resources import KCenterSelector
 from mathdata_pipeline.qads.selection import DART_SOLUTION_COLUMNS, decide_spec, evaluation_split_warnings
 from mathdata_pipeline.sources.candidate_pools import (
@@ -96,6 +98,9 @@ class EmbeddingsConfig(dg.Config):
         default=0, ge=0, description="keep this many candidates per (kind, source, origin); 0 = all (the demo's budget)"
     )
     seed: int = Field(default=0, description="seed of the max_per_group sample")
+    compute: ComputeConfig = Field(
+        default_factory=ComputeConfig, description="local, or chunks on Ray workers (README Scale out)"
+    )
 
     def embedder_settings(self) -> dict:
         """Keyword arguments of `build_embedder` for the chosen kind."""
@@ -128,8 +133,10 @@ def embeddings(
     candidates, overlapping = drop_benchmark_overlap(
         candidates, store.read("contamination_index"), id_column="candidate_id"
     )
-    embedder = build_embedder(config.embedder, **config.embedder_settings())
-    with store.folder("_cache", "embeddings", mode="update") as cache_dir:
+    with (
+        open_embedder(config.compute.ray(), config.embedder, **config.embedder_settings()) as embedder,
+        store.folder("_cache", "embeddings", mode="update") as cache_dir,
+    ):
         cache = EmbeddingCache(cache_dir / f"{embedder.model_key}.parquet")
         table, hits, misses = embed_candidates(candidates, embedder, cache)
     path = store.write(table, "embeddings")

@@ -314,6 +314,10 @@ def embed_with_cache(
 
     Output: (float32 (len(texts), d) matrix in input order, hits, misses) where hits counts the
     rows found in the cache and misses the rows that were not (hits + misses == len(texts)).
+
+    An embedder with workers (`ray_embeddings.RayEmbedder`) gets the missing texts in chunks of at
+    most `chunk_size` (fewer when that gives each worker about four chunks), and each chunk's
+    vectors are added to the cache as it comes back, so a lost worker costs only its chunk.
     """
     texts = _check_texts(texts)
     if chunk_size < 1:
@@ -326,17 +330,17 @@ def embed_with_cache(
         if key not in position:
             missing.setdefault(key, text)
     new_keys = list(missing)
-    parts = [
-        embedder.embed([missing[k] for k in new_keys[start : start + chunk_size]])
-        for start in range(0, len(new_keys), chunk_size)
-    ]
-    new_vectors = np.concatenate(parts) if parts else None
-    if new_vectors is not None:
-        if new_vectors.shape[0] != len(new_keys) or new_vectors.ndim != 2:
-            raise ValueError(
-                f"embedder {embedder.model_key} returned shape {new_vectors.shape} for {len(new_keys)} texts"
-            )
-        cache.add(new_keys, new_vectors)
+    if hasattr(embedder, "embed_in_chunks"):
+        new_vectors = _embed_on_workers(embedder, cache, [(k, missing[k]) for k in new_keys], chunk_size)
+    else:
+        parts = [
+            embedder.embed([missing[k] for k in new_keys[start : start + chunk_size]])
+            for start in range(0, len(new_keys), chunk_size)
+        ]
+        new_vectors = np.concatenate(parts) if parts else None
+        if new_vectors is not None:
+            _check_shape(embedder, new_vectors, len(new_keys))
+            cache.add(new_keys, new_vectors)
     dim = stored.shape[1] if stored_keys else (new_vectors.shape[1] if new_vectors is not None else 0)
     matrix = np.zeros((len(texts), dim), dtype=np.float32)
     new_position = {key: i for i, key in enumerate(new_keys)}
@@ -348,6 +352,26 @@ def embed_with_cache(
         else:
             matrix[row] = new_vectors[new_position[key]]
     return matrix, hits, len(texts) - hits
+
+
+def _check_shape(embedder: Embedder, vectors: np.ndarray, count: int) -> None:
+    if vectors.ndim != 2 or vectors.shape[0] != count:
+        raise ValueError(f"embedder {embedder.model_key} returned shape {vectors.shape} for {count} texts")
+
+
+def _embed_on_workers(embedder, cache: EmbeddingCache, todo: list[tuple[str, str]], chunk_size: int):
+    """Vectors of the (key, text) pairs `todo` (in order) from the embedder's workers, each chunk
+    added to `cache` as it arrives; None when `todo` is empty."""
+    if not todo:
+        return None
+    size = max(1, min(chunk_size, -(-len(todo) // (4 * max(1, embedder.workers)))))
+    chunks = [todo[start : start + size] for start in range(0, len(todo), size)]
+    parts: dict[int, np.ndarray] = {}
+    for index, vectors in embedder.embed_in_chunks([(i, [text for _, text in c]) for i, c in enumerate(chunks)]):
+        _check_shape(embedder, vectors, len(chunks[index]))
+        cache.add([key for key, _ in chunks[index]], vectors)
+        parts[index] = vectors
+    return np.concatenate([parts[i] for i in range(len(chunks))])
 
 
 def embedding_matrix(table: pa.Table) -> np.ndarray:
