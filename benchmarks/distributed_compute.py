@@ -34,8 +34,6 @@ from mathdata_pipeline.common.ray_map import RayCompute  # noqa: E402
 from mathdata_pipeline.qads.embeddings import EmbeddingCache, SentenceEmbedder, embed_with_cache  # noqa: E402
 from mathdata_pipeline.qads.ray_embeddings import RayEmbedder  # noqa: E402
 
-_OBJECT_STORE = 80 * 2**20
-
 
 def synthetic_texts(count: int, salt: str, seed: int = 0) -> list[str]:
     """`count` question/answer texts of about 200 characters, the same for the same arguments."""

@@ -29,8 +29,6 @@ from mathdata_pipeline.engines.factory import build_engine  # noqa: E402
 from mathdata_pipeline.engines.ledger import RequestLedger  # noqa: E402
 from mathdata_pipeline.engines.runner import run_requests  # noqa: E402
 
-_OBJECT_STORE = 80 * 2**20
-
 
 def _requests(count: int, max_tokens: int, salt: str) -> list[Request]:
     return [
@@ -60,37 +58,32 @@ def ray_part(count: int, max_tokens: int) -> dict:
     """Run the comparison on a fresh local cluster (stopped at the end); print both rates and
     return the headline figures (requests/s per path, their ratio, requests per worker)."""
     import ray
-    from ray.cluster_utils import Cluster
+
+    from mathdata_pipeline_tests.services import local_ray_cluster
 
     chunk = 4
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={"num_cpus": 0, "include_dashboard": False, "object_store_memory": _OBJECT_STORE},
-    )
     engines = {}
-    try:
-        for _ in range(2):
-            cluster.add_node(num_cpus=1, object_store_memory=_OBJECT_STORE)
-        cluster.wait_for_nodes()
+    with local_ray_cluster(workers=2) as cluster:
         ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
-        engines = {"one_worker": _engine(cluster.address, 1), "two_workers": _engine(cluster.address, 2)}
-        requests = _requests(count, max_tokens, "")
-        seconds = dict.fromkeys(engines, 0.0)
-        tokens = dict.fromkeys(engines, 0)
-        with tempfile.TemporaryDirectory() as folder:
-            for start in range(0, count, chunk):
-                for name, engine in engines.items():
-                    with RequestLedger(Path(folder) / f"{name}.sqlite") as ledger:
-                        began = time.perf_counter()
-                        _, stats = run_requests(engine, ledger, requests[start : start + chunk], log=lambda _: None)
-                        seconds[name] += time.perf_counter() - began
-                        tokens[name] += stats.completion_tokens
-        served = [r.served for r in engines["two_workers"].replicas]
-    finally:
-        for engine in engines.values():
-            engine.close()
-        ray.shutdown()
-        cluster.shutdown()
+        try:
+            engines = {"one_worker": _engine(cluster.address, 1), "two_workers": _engine(cluster.address, 2)}
+            requests = _requests(count, max_tokens, "")
+            seconds = dict.fromkeys(engines, 0.0)
+            tokens = dict.fromkeys(engines, 0)
+            with tempfile.TemporaryDirectory() as folder:
+                for start in range(0, count, chunk):
+                    for name, engine in engines.items():
+                        with RequestLedger(Path(folder) / f"{name}.sqlite") as ledger:
+                            began = time.perf_counter()
+                            batch = requests[start : start + chunk]
+                            _, stats = run_requests(engine, ledger, batch, log=lambda _: None)
+                            seconds[name] += time.perf_counter() - began
+                            tokens[name] += stats.completion_tokens
+            served = [r.served for r in engines["two_workers"].replicas]
+        finally:
+            for engine in engines.values():
+                engine.close()
+            ray.shutdown()
     rate = {name: count / seconds[name] for name in engines}
     for name in engines:
         print(f"{name}: {count} requests, {tokens[name]} tokens in {seconds[name]:.2f} s = {rate[name]:.2f} requests/s")

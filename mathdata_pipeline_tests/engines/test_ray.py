@@ -16,28 +16,17 @@ from mathdata_pipeline.engines.ledger import RequestLedger
 from mathdata_pipeline.engines.ray_engine import RayEngine
 from mathdata_pipeline.engines.runner import LedgerStream, run_requests
 from mathdata_pipeline_tests.engines.servers import free_port
+from mathdata_pipeline_tests.services import local_ray_cluster
 
 pytestmark = pytest.mark.slow
-_OBJECT_STORE = 80 * 2**20  # the smallest Ray accepts: the actors pass only small values
 
 
 @pytest.fixture(scope="module")
 def cluster():
     """A Ray head without CPUs (so no actor lands on it) and two worker nodes of one CPU each;
     shut down (every Ray process stopped) at the end."""
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={"num_cpus": 0, "include_dashboard": False, "object_store_memory": _OBJECT_STORE},
-    )
-    try:
-        for _ in range(2):
-            cluster.add_node(num_cpus=1, object_store_memory=_OBJECT_STORE)
-        cluster.wait_for_nodes()
+    with local_ray_cluster(workers=2, cpus_per_worker=1) as cluster:
         yield cluster
-    finally:
-        cluster.shutdown()
 
 
 def test_a_ray_profile_runs_one_engine_per_actor():
