@@ -35,6 +35,13 @@ _ORIGINS = {
     "augmented": "MuggleMath rewrite of a seed question",
     "synthesized": "ScaleQuest question written from scratch by the question generator",
     "general": "conversation from a general instruction set",
+    "open": "row of a released open dataset (the candidate pool)",
+}
+_METHODS = {
+    "reference": "the seed dataset's own solution",
+    "dart": "DART-Math rejection sample (difficulty-aware), graded right",
+    "mugglemath": "MuggleMath response to a rewritten question",
+    "scalequest": "ScaleQuest response to a synthesized question",
 }
 
 
@@ -136,6 +143,11 @@ def _composition(manifest: dict) -> list[str]:
         _table(
             ["origin", "rows", "meaning"],
             [[origin, rows, _ORIGINS.get(origin, "")] for origin, rows in manifest["by_origin"].items()],
+        ),
+        "Rows per method (what wrote the response; general and open-pool rows have none):",
+        _table(
+            ["method", "rows", "meaning"],
+            [[method, rows, _METHODS.get(method, "")] for method, rows in manifest.get("by_method", {}).items()],
         ),
     ]
 

@@ -23,6 +23,7 @@ MIXTURE_SCHEMA = pa.schema(
         pa.field("kind", pa.string(), nullable=False),
         pa.field("source", pa.string()),
         pa.field("origin", pa.string()),
+        pa.field("method", pa.string()),
         pa.field("messages", pa.list_(MESSAGE_TYPE), nullable=False),
         pa.field("problem_id", pa.string()),
         pa.field("sample_id", pa.string()),
@@ -59,7 +60,8 @@ def compose(
     """
     chosen = decisions.filter(pc.field("selected")).sort_by([("kind", "descending"), ("selection_rank", "ascending")])
     solution_by_id = {
-        r["sample_id"]: r for r in solutions.select(["sample_id", "problem_id", "question", "response"]).to_pylist()
+        r["sample_id"]: r
+        for r in solutions.select(["sample_id", "problem_id", "method", "question", "response"]).to_pylist()
     }
     general_by_id = {r["row_id"]: r for r in general.select(["row_id", "messages"]).to_pylist()}
     pool_by_id = {} if pool is None else {r["row_id"]: r for r in pool.select(["row_id", "messages"]).to_pylist()}
@@ -73,6 +75,7 @@ def compose(
             "kind": d["kind"],
             "source": d["source"],
             "origin": d["origin"],
+            "method": None,
             "problem_id": None,
             "sample_id": None,
             "general_row_id": None,
@@ -90,6 +93,7 @@ def compose(
             row.update(
                 problem_id=sol["problem_id"],
                 sample_id=cid,
+                method=sol["method"],
                 messages=[
                     {"role": "user", "content": sol["question"]},
                     {"role": "assistant", "content": sol["response"]},
@@ -102,7 +106,10 @@ def compose(
 
 
 def manifest(mixture: str, spec: MixtureSpec, table: pa.Table, decisions: pa.Table) -> dict:
-    """Per-kind and per-source counts (candidates and selected), realised shares, config hash."""
+    """Per-kind and per-source counts (candidates and selected), realised shares, rows by origin
+    (where the question came from) and by method (what wrote the response: `reference` for a seed
+    dataset's own solution, `dart`, `mugglemath`, `scalequest`; DART rows answer seed questions, so
+    only `by_method` counts them), config hash."""
     kinds = table.column("kind").to_pylist()
     candidates = Counter(zip(decisions.column("kind").to_pylist(), decisions.column("source").to_pylist()))
     selected = Counter(zip(kinds, table.column("source").to_pylist()))
@@ -118,6 +125,7 @@ def manifest(mixture: str, spec: MixtureSpec, table: pa.Table, decisions: pa.Tab
             for k, s in sorted(candidates)
         },
         "by_origin": dict(sorted(Counter(table.column("origin").to_pylist()).items())),
+        "by_method": dict(sorted(Counter(m for m in table.column("method").to_pylist() if m).items())),
         "spec": spec.model_dump(),
     }
 

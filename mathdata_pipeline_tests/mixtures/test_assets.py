@@ -127,6 +127,13 @@ def test_selection_and_mixture_follow_the_spec(built):
     meta = _materialization(built.results["select"], "mixture")
     manifest = meta["manifest"].value
     assert manifest["rows"] == mixture.num_rows and manifest["config_hash"] == meta["config_hash"].value
+    solutions = built.store.read_all("solutions", columns=["sample_id", "method"]).to_pylist()
+    solution_method = {s["sample_id"]: s["method"] for s in solutions}
+    for row in mixture.select(["kind", "sample_id", "method"]).to_pylist():
+        expected = solution_method[row["sample_id"]] if row["sample_id"] else None
+        assert row["method"] == expected, row
+    methods = [m for m in mixture.column("method").to_pylist() if m]
+    assert manifest["by_method"] == {m: methods.count(m) for m in sorted(set(methods))} and methods
     assert "coverage_reasoning" in _materialization(built.results["select"], "selections")
 
 

@@ -70,6 +70,7 @@ def test_the_card_says_what_the_manifest_and_tables_say(small_mixture):
         and "| general | self_instruct_seed | 4 | 3 | apache-2.0 |" in text
     )
     assert "| reference | reference |  |  |  | 9 |" in text  # the seed solutions' writer
+    assert manifest["by_method"] == {"reference": 9} and "| reference | 9 | the seed dataset's own solution |" in text
     assert "| gsm8k_test | 5 | 0 | 0 |" in text and "`contamination_audit/mixture/openmathmix.parquet`" in text
     assert all(f"| `{check}` | yes |" in text for check in manifest["checks"])
     assert "mathdata-pipeline 0.1.0" in text and "licenses:\n  allow: null" in text
