@@ -93,12 +93,12 @@ def test_workspace_points_at_the_code_location_service():
     assert entry["grpc_server"]["location_name"] == "mathdata_pipeline"
 
 
-def _wait_for_server(client: DagsterGrpcClient, server: subprocess.Popen, seconds: float) -> None:
-    """Ping the gRPC server until it answers; fail with its output if it exits or never answers."""
+def _wait_for_server(client: DagsterGrpcClient, server: subprocess.Popen, log: Path, seconds: float) -> None:
+    """Ping the gRPC server until it answers; fail with its output (`log`) if it exits or never answers."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise AssertionError(f"the code location server exited: {server.stdout.read()}")
+            raise AssertionError(f"the code location server exited: {log.read_text()}")
         try:
             client.ping("up")
             return
@@ -115,9 +115,11 @@ def test_code_location_serves_its_repository_as_compose_starts_it(tmp_path):
     command[command.index("-p") + 1] = str(port)
     command[0] = str(Path(sys.executable).with_name(command[0]))
     env = {**os.environ, "PYTHONPATH": str(REPO), "DAGSTER_HOME": str(tmp_path)}
-    server = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "server.log"  # a file, not a pipe: a full pipe nobody reads would block the server
+    with log.open("w") as output:
+        server = subprocess.Popen(command, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT)
     try:
-        _wait_for_server(DagsterGrpcClient(port=port, host="127.0.0.1"), server, seconds=180)
+        _wait_for_server(DagsterGrpcClient(port=port, host="127.0.0.1"), server, log, seconds=180)
         workspace = yaml.safe_load((DOCKER / "workspace.yaml").read_text())
         workspace["load_from"][0]["grpc_server"].update(host="127.0.0.1", port=port)
         (tmp_path / "workspace.yaml").write_text(yaml.safe_dump(workspace))
@@ -135,4 +137,8 @@ def test_code_location_serves_its_repository_as_compose_starts_it(tmp_path):
             assert dg.AssetKey("general_pool") in keys and dg.AssetKey("seed_problems") in keys
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # a graceful shutdown can outlast a busy machine's patience
+            server.kill()
+            server.wait(timeout=30)
