@@ -120,6 +120,10 @@ class RayPool:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
+    def describe(self) -> str:
+        """Where the chunks ran, for metadata: "ray: N workers, chunks per worker [a, b, ...]"."""
+        return f"ray: {len(self.workers)} workers, chunks per worker {[len(w.finished) for w in self.workers]}"
+
     def live(self) -> list[PoolWorker]:
         """The workers not known to be dead."""
         return [w for w in self.workers if w.alive]

@@ -24,7 +24,7 @@ from mathdata_pipeline.qads.candidates import candidate_rows, candidate_texts
 from mathdata_pipeline.qads.checks import EVALUATION_CHECK_SPEC, evaluation_split_check
 from mathdata_pipeline.qads.embeddings import EmbeddingCache, embed_candidates, embedding_matrix
 from mathdata_pipeline.qads.quality import alpaca_prompt, chat_renderer, quality_table
-from mathdata_pipeline.qads.ray_embeddings import open_embedder
+from mathdata_pipeline.qads.ray_embeddings import RayEmbedder, open_embedder
 from mathdata_pipeline.qads.resources import KCenterSelector
 from mathdata_pipeline.qads.selection import DART_SOLUTION_COLUMNS, decide_spec, evaluation_split_warnings
 from mathdata_pipeline.sources.candidate_pools import (
@@ -139,12 +139,14 @@ def embeddings(
     ):
         cache = EmbeddingCache(cache_dir / f"{embedder.model_key}.parquet")
         table, hits, misses = embed_candidates(candidates, embedder, cache)
+        compute = embedder.pool.describe() if isinstance(embedder, RayEmbedder) else "local"
     path = store.write(table, "embeddings")
     groups = pc.value_counts(pc.binary_join_element_wise(table["kind"], table["origin"], "/")).to_pylist()
     return dg.MaterializeResult(
         metadata={
             **table_metadata(table.drop_columns(["embedding"]), path),
             "model_key": embedder.model_key,
+            "compute": compute,
             "dimensions": embedding_matrix(table).shape[1],
             **counts_metadata(
                 {

@@ -127,3 +127,45 @@ def test_open_rows_reach_the_mixture_with_their_messages(built):
     assert open_rows and all(r["pool_row_id"] in pool and r["sample_id"] is None for r in open_rows)
     assert all(r["messages"] == pool[r["pool_row_id"]]["messages"] for r in open_rows)
     assert not set(mixture.column("source").to_pylist()) & {"chat_test", "hh_rlhf_harmless"}
+
+
+def test_embeddings_on_two_ray_workers_equal_the_local_ones(built, data_root, tmp_path):
+    """The `embeddings` asset with `compute: ray` on a local Ray cluster (a head and two worker
+    nodes on 127.0.0.1), from the same tables without the embedding cache: every row is embedded
+    on the workers, and the table equals the one the module's local run wrote."""
+    import re
+    import shutil
+
+    import numpy as np
+
+    from mathdata_pipeline.qads.embeddings import embedding_matrix
+    from mathdata_pipeline_tests.services import local_ray_cluster
+
+    root = tmp_path / "storage"
+    shutil.copytree(built.store.root_path().path, root, ignore=shutil.ignore_patterns("_cache"))
+    store = TableStore(root=str(root))
+    resources = {
+        "store": store,
+        "sources": DataSources(data_dir=str(data_root)),
+        "selector": KCenterSelector(),
+        "llm": LLMResource(ledger_dir=str(tmp_path / "ledger")),
+    }
+    with local_ray_cluster(workers=2) as cluster:
+        compute = {"backend": "ray", "ray_address": cluster.address, "workers": 2}
+        result = dg.materialize(
+            ASSETS,
+            selection=["embeddings"],
+            resources=resources,
+            run_config={"ops": {"embeddings": {"config": {"max_per_group": 8, "compute": compute}}}},
+        )
+    assert result.success
+    (materialization,) = result.asset_materializations_for_node("embeddings")
+    remote, local = store.read("embeddings"), built.store.read("embeddings")
+    assert materialization.metadata["embedded"].value == remote.num_rows > 0
+    assert materialization.metadata["cache_hits"].value == 0
+    chunks = re.fullmatch(
+        r"ray: 2 workers, chunks per worker \[(\d+), (\d+)\]", materialization.metadata["compute"].value
+    )
+    assert chunks and all(int(n) >= 1 for n in chunks.groups())  # both workers embedded
+    assert remote.column("candidate_id").to_pylist() == local.column("candidate_id").to_pylist()
+    np.testing.assert_allclose(embedding_matrix(remote), embedding_matrix(local), atol=1e-5)
