@@ -1,5 +1,6 @@
 """The services the scale-out tests start themselves, on 127.0.0.1 with free ports: a PostgreSQL 15
-server, an S3-compatible server (moto's server mode) and a local Ray cluster (`local_ray_cluster`). Both die with the test process: the
+server, an S3-compatible server (moto's server mode), a local Ray cluster (`local_ray_cluster`) and a
+Dagster UI server (`dagster_ui_server`). The first two die with the test process: the
 PostgreSQL server is a child that gets SIGQUIT (immediate shutdown) when pytest exits, however it
 exits, and the S3 server is a thread of the pytest process. They fail, never skip, when they
 cannot start."""
@@ -181,3 +182,41 @@ def local_ray_cluster(workers: int = 2, cpus_per_worker: int = 1, gpus_per_worke
         yield cluster
     finally:
         cluster.shutdown()
+
+
+@contextmanager
+def dagster_ui_server(command: list[str], *, cwd: Path, env: dict, log: Path) -> Iterator[str]:
+    """Run a Dagster UI server (`dagster dev` or `dagster-webserver`: `command` without host and
+    port) on a free loopback port, in its own process group, writing to `log`; wait until it answers
+    `/server_info` (failing with the log's tail if it exits, or after 180 s). Yields its base URL;
+    the whole process group is stopped when the block ends."""
+    import urllib.request
+
+    port = free_port()
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [*command, "-h", "127.0.0.1", "-p", str(port)],
+            cwd=cwd,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/server_info", timeout=2).close()
+                break
+            except OSError:
+                assert process.poll() is None, log.read_text()[-3000:]
+                assert time.monotonic() < deadline, f"{command[0]} did not answer /server_info in 180 s"
+                time.sleep(1)
+        yield base
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)

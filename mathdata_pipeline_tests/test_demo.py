@@ -8,9 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
 import urllib.request
@@ -24,6 +21,7 @@ from mathdata_pipeline import demo
 from mathdata_pipeline.curation.solutions import SOLUTION_SCHEMA
 from mathdata_pipeline.mixtures.compose import MIXTURE_SCHEMA
 from mathdata_pipeline.storage.resources import TableStore
+from mathdata_pipeline_tests.services import dagster_ui_server
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -100,12 +98,6 @@ TIMELINE = """query ($filter: RunsFilter!) {
 }"""
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _graphql(base: str, query: str, variables: dict) -> dict:
     body = json.dumps({"query": query, "variables": variables}).encode()
     request = urllib.request.Request(f"{base}/graphql", data=body, headers={"Content-Type": "application/json"})
@@ -123,36 +115,9 @@ def webserver(tmp_path, data_root):
     home.mkdir()
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
     env = {**os.environ, "DAGSTER_HOME": str(home), "MATHDATA_STORAGE": str(tmp_path / "storage")}
-    port = _free_port()
-    command = [str(Path(sys.executable).with_name("dagster-webserver")), "-h", "127.0.0.1", "-p", str(port)]
-    log = (tmp_path / "webserver.log").open("wb")
-    process = subprocess.Popen(
-        [*command, "-w", str(REPO / "workspace.yaml")],
-        cwd=home,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/server_info", timeout=2).close()
-                break
-            except OSError:
-                assert process.poll() is None, (tmp_path / "webserver.log").read_text()[-3000:]
-                assert time.monotonic() < deadline, "dagster-webserver did not answer /server_info in 180 s"
-                time.sleep(1)
+    command = [str(Path(sys.executable).with_name("dagster-webserver")), "-w", str(REPO / "workspace.yaml")]
+    with dagster_ui_server(command, cwd=home, env=env, log=tmp_path / "webserver.log") as base:
         yield base, home
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-        log.close()
 
 
 @pytest.mark.slow

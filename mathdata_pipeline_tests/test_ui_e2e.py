@@ -7,9 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
 import urllib.request
@@ -17,14 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from mathdata_pipeline_tests.services import dagster_ui_server
+
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _get(url: str, timeout: float = 5.0) -> bytes:
@@ -45,7 +38,6 @@ def _graphql(base: str, query: str, variables: dict | None = None) -> dict:
 def server(tmp_path_factory, data_root, postgres_server):
     home = tmp_path_factory.mktemp("dagster_home")
     shutil.copy(REPO / "docker" / "dagster.yaml", home / "dagster.yaml")
-    port = _free_port()
     env = {
         **os.environ,
         **postgres_server.env,
@@ -54,35 +46,9 @@ def server(tmp_path_factory, data_root, postgres_server):
         "MATHDATA_DATA_DIR": str(data_root),
         "DAGSTER_DISABLE_TELEMETRY": "1",
     }
-    dagster = Path(sys.executable).with_name("dagster")
-    log = open(home / "dev.log", "wb")  # noqa: SIM115 - the server writes to it until teardown
-    process = subprocess.Popen(
-        [str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                info = json.loads(_get(f"{base}/server_info"))
-                break
-            except OSError:
-                assert process.poll() is None, (home / "dev.log").read_text()[-3000:]
-                assert time.monotonic() < deadline, "dagster dev did not answer /server_info in 180 s"
-                time.sleep(1)
-        yield base, info
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-        log.close()
+    command = [str(Path(sys.executable).with_name("dagster")), "dev", "-w", "workspace.yaml"]
+    with dagster_ui_server(command, cwd=REPO, env=env, log=home / "dev.log") as base:
+        yield base, json.loads(_get(f"{base}/server_info"))
 
 
 def test_server_info_and_asset_graph(server):

@@ -91,7 +91,7 @@ class RayPool:
         self.compute = compute
         self._owns_connection = not ray.is_initialized()
         if self._owns_connection:
-            _check_reachable(compute.address)
+            check_reachable(compute.address)
             try:
                 ray.init(address=compute.address, logging_level="WARNING", log_to_driver=False)
             except (ConnectionError, RuntimeError, TimeoutError) as exc:
@@ -180,8 +180,8 @@ class RayPool:
 
 
 def workers_for(nodes: list[dict], gpus_per_worker: float) -> int:
-    """One worker per `gpus_per_worker` GPUs of the live nodes, or one per live node with CPUs
-    when `gpus_per_worker` is 0 (at least one)."""
+    """One worker (actor) per `gpus_per_worker` GPUs of the live nodes (`ray.nodes()`), or one per
+    live node with CPUs when `gpus_per_worker` is 0 (at least one)."""
     alive = [n for n in nodes if n.get("Alive")]
     if gpus_per_worker > 0:
         return max(1, sum(int(n["Resources"].get("GPU", 0) // gpus_per_worker) for n in alive))
@@ -192,13 +192,14 @@ def _name(build: Callable[..., Any]) -> str:
     return getattr(build, "__qualname__", repr(build))
 
 
-def _check_reachable(address: str) -> None:
-    """Fail fast with RayMapError when `address` names a host:port (or ray://host:port) that
-    refuses connections: `ray.init` itself waits minutes for a head that is not there."""
+def check_reachable(address: str, error: type[Exception] = RayMapError) -> None:
+    """Fail fast with `error` ("cannot reach the Ray cluster at ...") when `address` names a
+    host:port (or ray://host:port) that refuses connections: `ray.init` itself waits minutes for a
+    head that is not there. "auto" and other forms are left to Ray."""
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
-        return  # "auto" and other forms are resolved by Ray itself
+        return
     try:
         socket.create_connection((host, int(port)), timeout=_CONNECT_TIMEOUT_S).close()
     except OSError as exc:
-        raise RayMapError(f"cannot reach the Ray cluster at {address!r}: {exc}") from exc
+        raise error(f"cannot reach the Ray cluster at {address!r}: {exc}") from exc

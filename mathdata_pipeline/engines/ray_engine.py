@@ -12,11 +12,11 @@ the ledger is shared with the same model run by the `local` or `vllm` backend.
 
 from __future__ import annotations
 
-import socket
 from collections import deque
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from mathdata_pipeline.common.ray_map import check_reachable, workers_for
 from mathdata_pipeline.engines.base import (
     Engine,
     EngineInfo,
@@ -31,7 +31,6 @@ from mathdata_pipeline.engines.base import (
 )
 
 _START_TIMEOUT_S = 900.0  # loading a 7B model on a GPU node takes minutes
-_CONNECT_TIMEOUT_S = 10.0
 _SPARE_CALLS = 4  # actor threads beyond the engine's capacity: render, scoring, reset, ready
 
 
@@ -78,12 +77,12 @@ class RayEngine(Engine):
 
         self._owns_connection = not ray.is_initialized()
         if self._owns_connection:
-            _check_reachable(address)
+            check_reachable(address, EngineUnavailable)
             try:
                 ray.init(address=address, logging_level="WARNING", log_to_driver=False)
             except (ConnectionError, RuntimeError, TimeoutError) as exc:
                 raise EngineUnavailable(f"ray engine: cannot reach the Ray cluster at {address!r}: {exc}") from exc
-        count = replicas or _replicas_for(ray.nodes(), num_gpus)
+        count = replicas or workers_for(ray.nodes(), num_gpus)
         worker = ray.remote(EngineWorker).options(
             num_cpus=num_cpus,
             num_gpus=num_gpus,
@@ -184,27 +183,6 @@ class RayEngine(Engine):
         self.replicas = []
         if self._owns_connection:
             ray.shutdown()
-
-
-def _check_reachable(address: str) -> None:
-    """Fail fast with EngineUnavailable when `address` names a host:port (or ray://host:port)
-    that refuses connections: `ray.init` itself waits minutes for a head that is not there."""
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    if not host or not port.isdigit():
-        return  # "auto" and other forms are resolved by Ray itself
-    try:
-        socket.create_connection((host, int(port)), timeout=_CONNECT_TIMEOUT_S).close()
-    except OSError as exc:
-        raise EngineUnavailable(f"ray engine: cannot reach the Ray cluster at {address!r}: {exc}") from exc
-
-
-def _replicas_for(nodes: list[dict], num_gpus: float) -> int:
-    """One actor per `num_gpus` GPUs of the live nodes, or one per live node with CPUs when
-    `num_gpus` is 0 (at least one)."""
-    alive = [n for n in nodes if n.get("Alive")]
-    if num_gpus > 0:
-        return max(1, sum(int(n["Resources"].get("GPU", 0) // num_gpus) for n in alive))
-    return max(1, sum(1 for n in alive if n["Resources"].get("CPU", 0) > 0))
 
 
 class RayStream(EngineStream):
