@@ -6,6 +6,7 @@ import gzip
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -123,12 +124,22 @@ def storage_with_benchmarks(benchmark_storage: Path, root: Path) -> Path:
 
 
 def pytest_configure(config):
-    """Under pytest-xdist (`-n N`), each worker runs on its own share of this process's cores, so
-    llama.cpp and torch (which size their thread pools from the affinity mask) do not run twice
-    as many threads as there are cores: worker `gwK` gets every N-th core starting at K."""
+    """Under pytest-xdist (`-n N`), each worker gets its own Dagster instance folder and runs on
+    its own share of this process's cores.
+
+    The instance: `DAGSTER_HOME` becomes a fresh folder per worker (with the repository's
+    `dagster.yaml`), so two workers never create the schema of one SQLite instance at once (what
+    `mathdata trace` opens; alembic fails with "more than one head" when two processes race).
+    The cores: llama.cpp and torch size their thread pools from the affinity mask, so they do not
+    run twice as many threads as there are cores: worker `gwK` gets every N-th core from K."""
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    if not worker or count < 2 or not hasattr(os, "sched_setaffinity"):
+    if not worker:
+        return
+    home = Path(tempfile.mkdtemp(prefix=f"dagster-home-{worker}-"))
+    shutil.copy(Path(__file__).resolve().parents[1] / "dagster.yaml", home / "dagster.yaml")
+    os.environ["DAGSTER_HOME"] = str(home)
+    if count < 2 or not hasattr(os, "sched_setaffinity"):
         return
     cores = sorted(os.sched_getaffinity(0))
     index = int(worker.removeprefix("gw"))
